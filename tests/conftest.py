@@ -1,0 +1,111 @@
+"""Shared fixtures: tiny generated datasets in the layout data_split.py writes."""
+
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np
+import pytest
+from PIL import Image
+
+
+def write_dataset(root, per_class=(12, 4), size=24, seed=0):
+    """DEST/{train,validation}/{cats,dogs}/*.png: cats bright on the left half, dogs on the right,
+    so that a few steps of training already separate them."""
+    rng = np.random.default_rng(seed)
+    for split, count in zip(("train", "validation"), per_class):
+        for label, cls in enumerate(("cats", "dogs")):
+            folder = root / split / cls
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                pixels = rng.integers(0, 80, (size, size, 3), dtype=np.uint8)
+                half = slice(0, size // 2) if label == 0 else slice(size // 2, size)
+                pixels[:, half] += 150
+                Image.fromarray(pixels).save(folder / f"{cls[:-1]}.{i}.png")
+    return root
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    return write_dataset(tmp_path / "data")
+
+
+class TensorBoardAPI:
+    """A real `tensorboard` serving LOGDIR on 127.0.0.1, asked through the HParams plugin's HTTP API."""
+
+    STATUSES = ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"]
+
+    def __init__(self, logdir):
+        import socket
+        import subprocess
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--host", "127.0.0.1",
+             "--port", str(self.port), "--reload_interval", "1"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+
+    def post(self, route, body):
+        import json
+        import urllib.request
+
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}/data/plugin/hparams/{route}",
+            data=json.dumps(body).encode(), headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read())
+
+    def experiment(self):
+        return self.post("experiment", {"experimentName": ""})
+
+    def session_groups(self):
+        body = {"experimentName": "", "allowedStatuses": self.STATUSES, "startIndex": 0, "sliceSize": 1000}
+        return self.post("session_groups", body)["sessionGroups"]
+
+    def wait_for(self, sessions, timeout=120):
+        """Session groups once TensorBoard has loaded `sessions` of them, all with an end status."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        groups = []
+        while time.monotonic() < deadline:
+            try:
+                groups = self.session_groups()
+                if len(groups) >= sessions and all(g["sessions"][0].get("endTimeSecs") for g in groups):
+                    return groups
+            except OSError:
+                pass
+            time.sleep(0.5)
+        raise AssertionError(f"TensorBoard showed {len(groups)} session groups, expected {sessions}")
+
+    def close(self):
+        self.process.terminate()
+        self.process.wait(timeout=10)
+
+
+@pytest.fixture
+def tensorboard():
+    """Start TensorBoard on a logdir: `api = tensorboard(logdir)`; stopped after the test."""
+    servers = []
+
+    def start(logdir):
+        servers.append(TensorBoardAPI(logdir))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+def metric(values, tag, group=""):
+    """The value of one metric in a session group's metricValues."""
+    found = [m["value"] for m in values if m["name"]["tag"] == tag and m["name"].get("group", "") == group]
+    assert len(found) == 1, f"metric {group}/{tag} appears {len(found)} times"
+    return found[0]
