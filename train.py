@@ -169,7 +169,7 @@ def run_trial(values, settings, train_set, val_set, run_dir, verbose="auto"):
         # CSVLogger before BackupAndRestore: a kill between the two repeats an epoch (its row is
         # then replaced, see read_history) rather than losing its row.
         keras.callbacks.CSVLogger(run_dir / HISTORY_FILE, append=True),
-        keras.callbacks.BackupAndRestore(run_dir / "backup"),
+        keras.callbacks.BackupAndRestore(run_dir / "backup", double_checkpoint=True),  # survives a kill mid-save
         keras.callbacks.TensorBoard(run_dir, write_graph=False, profile_batch=0),
         keras.callbacks.TerminateOnNaN(),
         first_epoch,
