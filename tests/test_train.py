@@ -207,3 +207,19 @@ def test_model_is_the_tutorials():
     assert model.layers[3].rate == 0.2
     assert type(model.optimizer).__name__ == "RMSprop"
     assert math.isclose(float(model.optimizer.learning_rate.numpy()), 0.0005, rel_tol=1e-6)
+
+
+def test_xla_and_mixed_precision_take_effect_in_the_model():
+    """No layer of the model switches XLA off (Keras' random-affine layers would), and mixed
+    precision computes in float16 with a float32 softmax."""
+    values = {"num_units": 8, "dropout": 0.1, "optimizer": "adam", "learning_rate": 0.001}
+    assert train.build_model(values, 24, xla=True).jit_compile is True
+    keras = train.keras
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        model = train.build_model(values, 24)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert model.layers[1].compute_dtype == "float16"
+    assert model.layers[-1].compute_dtype == "float32"
+    assert model.layers[1].kernel.dtype == "float32"

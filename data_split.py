@@ -1,0 +1,759 @@
+"""Check the cats-vs-dogs images and split them into train/ and validation/ folders.
+
+    python data_split.py --source ~/Downloads/dogs-vs-cats.zip            # Kaggle competition zip
+    python data_split.py --source ~/Downloads/train.zip --dest data       # or its train.zip alone
+    python data_split.py --source ~/Downloads/PetImages --link            # Microsoft's set, hard-linked
+    python data_split.py --source train/ --val-fraction 0.1 --seed 7 --force   # re-split DEST
+    python data_split.py --demo data/demo                                 # synthetic set, no download
+
+Writes the layout `keras.utils.image_dataset_from_directory` reads:
+
+    DEST/train/{cats,dogs}/...  DEST/validation/{cats,dogs}/...
+    DEST/manifest.csv   one row per kept image: path,source,label,split,sha256
+    DEST/rejected.csv   one row per skipped file: source,reason
+    DEST/split.json     the arguments and a fingerprint of SOURCE; written last, so its
+                        presence means the split is complete
+
+Labels come from names: `cat.12.jpg` / `dog.7.jpg` or a `Cat/` / `Dog/` folder (any case).
+Zip archives, nested ones included, are read in place; nothing is written outside DEST and
+SOURCE is never modified. Every image is fully decoded first; broken ones are listed in
+rejected.csv. Plain RGB JPEGs are copied byte for byte (or hard-linked with --link); any other
+good image (grayscale, CMYK, PNG data, EXIF-rotated) is stored upright as an RGB PNG so the
+trainer always reads 3-channel, upright pixels. Byte-identical duplicates stay in one split.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import errno
+import hashlib
+import io
+import json
+import os
+import random
+import re
+import shutil
+import stat
+import sys
+import tempfile
+import threading
+import time
+import warnings
+import zipfile
+from collections import Counter, defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Callable
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter, ImageOps
+
+CLASS_DIRS = ("cats", "dogs")  # folder names under each split; Keras labels them 0 and 1 in this order
+LABELS = ("cat", "dog")  # label per class, in CLASS_DIRS order
+SPLITS = ("train", "validation")
+MANIFEST = "manifest.csv"
+REJECTED = "rejected.csv"
+SPLIT_JSON = "split.json"
+STAGING = ".split-tmp"  # built here first, moved into place at the end
+FORMAT_VERSION = 1  # bump when the output layout changes, so older splits are rebuilt
+
+DEFAULT_VAL_FRACTION = 0.2  # Keras' tutorial default; 5,000 validation images on the full set
+DEFAULT_SEED = 42
+MAX_PIXELS = 40_000_000  # well above any real photo (the Kaggle set tops out near 0.5 MP), far below a bomb
+MAX_FILE_BYTES = 64 * 2**20  # larger "images" are refused unread: no photo in these sets is near that
+MAX_ZIP_DEPTH = 3  # dogs-vs-cats.zip!train.zip is depth 2; deeper nesting is not a dataset
+SPOOL_BYTES = 1 << 30  # nested zips up to this size are read in memory, larger ones spill into DEST
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+# Formats Pillow may decode; anything else (EPS would start Ghostscript) counts as "not an image".
+DECODE_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP", "TIFF")  # JPEG also opens MPO
+FOLDER_LABELS = {"cat": "cat", "cats": "cat", "dog": "dog", "dogs": "dog"}
+NAME_LABEL = re.compile(r"^(cat|dog)s?[._\- ]", re.IGNORECASE)  # cat.12.jpg, Dog_3.png
+EXIF_ORIENTATION = 0x0112
+DEMO_VERSION = 1  # bump when the drawing changes, so cached demo images are redrawn
+
+
+class SplitError(Exception):
+    """A user mistake or unusable input: main() prints the message on one line and exits 2."""
+
+
+@dataclass(frozen=True)
+class Config:
+    """What one split run needs; built from the command line or by prepare_demo."""
+
+    source: Path
+    dest: Path
+    val_fraction: float = DEFAULT_VAL_FRACTION
+    seed: int = DEFAULT_SEED
+    link: bool = False
+    force: bool = False
+    workers: int = os.cpu_count() or 1
+
+    def recorded(self, fingerprint: str) -> dict:
+        """The settings split.json stores; a rerun with equal settings is a no-op."""
+        return {
+            "version": FORMAT_VERSION,
+            "source": str(self.source),
+            "val_fraction": self.val_fraction,
+            "seed": self.seed,
+            "link": self.link,
+            "source_fingerprint": fingerprint,
+        }
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One labelled image file found in SOURCE, not read yet."""
+
+    source: str  # e.g. "train/cat.1.jpg" or "dogs-vs-cats.zip!train.zip!train/cat.1.jpg"
+    label: str
+    read: Callable[[], bytes]
+    path: Path | None = None  # the file on disk, so --link can hard-link it
+
+
+@dataclass(frozen=True)
+class Checked:
+    """The outcome of checking one entry: kept (staged file written) or rejected."""
+
+    entry: Entry
+    sha256: str = ""
+    converted: bool = False
+    staged: Path | None = None
+    reject: str = ""  # "category" or "category: detail"
+    linked: bool = False
+
+
+@dataclass
+class Scan:
+    """Everything found while listing SOURCE."""
+
+    entries: list[Entry] = field(default_factory=list)
+    rejects: list[tuple[str, str]] = field(default_factory=list)  # (source, reason)
+    unlabelled: int = 0
+    ignored: int = 0
+
+
+class BadImage(Exception):
+    """An image file that must not reach the trainer; the message is the reject reason."""
+
+
+# ---------------------------------------------------------------- labels and archive safety
+
+
+def label_of(parts: list[str]) -> str | None:
+    """cat/dog from the nearest Cat(s)/Dog(s) folder, else from a cat.N / dog.N file name."""
+    for folder in reversed(parts[:-1]):
+        if folder.lower() in FOLDER_LABELS:
+            return FOLDER_LABELS[folder.lower()]
+    match = NAME_LABEL.match(parts[-1])
+    return match.group(1).lower() if match else None
+
+
+def unsafe_member(info: zipfile.ZipInfo) -> str:
+    """Why an archive member must not be touched, or "" if it is an ordinary file."""
+    name = info.filename
+    if name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name):
+        return "unsafe archive entry: absolute path"
+    if ".." in re.split(r"[/\\]", name):
+        return "unsafe archive entry: '..' in path"
+    if stat.S_ISLNK(info.external_attr >> 16):
+        return "unsafe archive entry: symbolic link"
+    return ""
+
+
+def skipped_name(parts: list[str]) -> bool:
+    """Hidden files and macOS resource forks (`__MACOSX/`, `._cat.1.jpg`) are not images."""
+    return any(p.startswith(".") or p == "__MACOSX" for p in parts)
+
+
+def add_file(scan: Scan, parts: list[str], source: str, size: int, read: Callable[[], bytes], path: Path | None = None):
+    """Record one listed file: an image entry, an unlabelled image, or ignored non-image junk."""
+    if Path(parts[-1]).suffix.lower() not in IMAGE_SUFFIXES:
+        scan.ignored += 1  # Thumbs.db, sampleSubmission.csv, README...
+        return
+    label = label_of(parts)
+    if label is None:
+        scan.unlabelled += 1  # e.g. the competition's test1/ set
+    elif size > MAX_FILE_BYTES:  # never read it: it could exhaust memory
+        scan.rejects.append((source, f"file too large: {size} bytes"))
+    else:
+        scan.entries.append(Entry(source, label, read, path))
+
+
+# ---------------------------------------------------------------- listing SOURCE
+
+
+def walk_files(root: Path) -> list[Path]:
+    """Every file below root, sorted, so listing order never depends on the filesystem."""
+
+    def refuse(error: OSError):
+        raise SplitError(f"cannot list {error.filename}: {error.strerror}")
+
+    return sorted(Path(folder, name) for folder, _, files in os.walk(root, onerror=refuse) for name in files)
+
+
+def fingerprint(source: Path) -> str:
+    """A cheap fingerprint of SOURCE from names, sizes and modification times (no reading)."""
+    paths = walk_files(source) if source.is_dir() else [source]
+    stamps = []
+    for path in paths:
+        st = path.stat()
+        stamps.append(f"{path.relative_to(source.parent).as_posix()} {st.st_size} {st.st_mtime_ns}")
+    return hashlib.sha256("\n".join(stamps).encode()).hexdigest()
+
+
+def scan_folder(root: Path, scan: Scan, stack: contextlib.ExitStack, staging: Path):
+    """List every file under root into scan, opening any zip archives found there."""
+    for path in walk_files(root):
+        rel = path.relative_to(root.parent)
+        if skipped_name(list(rel.parts)):
+            continue
+        if path.name.lower().endswith(".zip"):
+            scan_zip_file(path, rel.as_posix(), scan, stack, staging)
+        else:
+            add_file(scan, list(rel.parts), rel.as_posix(), path.stat().st_size, path.read_bytes, path)
+
+
+def scan_zip_file(path: Path, source: str, scan: Scan, stack: contextlib.ExitStack, staging: Path):
+    """List a zip on disk (SOURCE itself or one inside a SOURCE folder)."""
+    try:
+        archive = stack.enter_context(zipfile.ZipFile(path))
+    except (zipfile.BadZipFile, OSError) as error:
+        if source == path.name:  # SOURCE itself: a user mistake, not one bad file among many
+            raise SplitError(f"cannot read {path} as a zip archive: {error}") from None
+        scan.rejects.append((source, f"unreadable archive: {error}"))
+        return
+    scan_zip(archive, source, scan, stack, staging, depth=1)
+
+
+def scan_zip(archive: zipfile.ZipFile, prefix: str, scan: Scan, stack: contextlib.ExitStack, staging: Path, depth: int):
+    """List the members of an open archive into scan, descending into nested zips."""
+    lock = threading.Lock()
+    for info in sorted(archive.infolist(), key=lambda i: i.filename):
+        source = f"{prefix}!{info.filename}"
+        parts = [p for p in re.split(r"[/\\]", info.filename) if p]
+        reason = unsafe_member(info)  # before skipping names: "../x.jpg" must be reported, not hidden
+        if not reason and (info.is_dir() or not parts or skipped_name(parts)):
+            continue
+        if reason:
+            scan.rejects.append((source, reason))
+        elif info.filename.lower().endswith(".zip"):
+            open_nested(archive, info, source, scan, stack, staging, depth)
+        else:
+            folders = prefix.split("!")[-1].split("/")  # a Cat/ or Dog/ folder above the archive labels it too
+            add_file(scan, [*folders, *parts], source, info.file_size, member_reader(archive, info, lock))
+
+
+def open_nested(archive: zipfile.ZipFile, info: zipfile.ZipInfo, source: str, scan: Scan,
+                stack: contextlib.ExitStack, staging: Path, depth: int):
+    """Copy a nested zip into a spooled buffer (memory, or a file inside DEST) and list it."""
+    if depth >= MAX_ZIP_DEPTH:
+        scan.rejects.append((source, f"archive nested deeper than {MAX_ZIP_DEPTH} levels"))
+        return
+    buffer = stack.enter_context(tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES, dir=staging))
+    try:
+        with archive.open(info) as member:
+            shutil.copyfileobj(member, buffer, 1 << 20)
+        nested = stack.enter_context(zipfile.ZipFile(buffer))
+    except (zipfile.BadZipFile, OSError, RuntimeError, EOFError) as error:
+        scan.rejects.append((source, f"unreadable archive: {error}"))
+        return
+    found = len(scan.entries)
+    scan_zip(nested, source, scan, stack, staging, depth + 1)
+    if len(scan.entries) == found:  # test1.zip: nothing labelled inside, free its memory now
+        nested.close()
+        buffer.close()
+
+
+def member_reader(archive: zipfile.ZipFile, info: zipfile.ZipInfo, lock: threading.Lock) -> Callable[[], bytes]:
+    """A function that reads one member; the lock keeps worker threads from sharing a ZipFile at once
+    (its open-file count is not thread-safe). Reading is quick next to decoding, which stays parallel."""
+
+    def read() -> bytes:
+        with lock:
+            return archive.read(info)
+
+    return read
+
+
+def scan_source(source: Path, stack: contextlib.ExitStack, staging: Path) -> Scan:
+    """List SOURCE (a folder or a zip): the labelled images in it, and what was skipped."""
+    scan = Scan()
+    if source.is_dir():
+        scan_folder(source, scan, stack, staging)
+    else:
+        scan_zip_file(source, source.name, scan, stack, staging)
+    return scan
+
+
+# ---------------------------------------------------------------- checking one image
+
+
+def decode(data: bytes, max_pixels: int) -> Image.Image:
+    """Fully decode image bytes; raise BadImage with the reject reason if they are unusable."""
+    if not data:
+        raise BadImage("empty file")
+    try:
+        image = Image.open(io.BytesIO(data), formats=DECODE_FORMATS)  # reads the header only: size is known before any pixels
+        if image.width * image.height <= max_pixels:
+            image.load()
+            image.getexif()  # corrupt EXIF would otherwise fail later, in exif_transpose
+    except Image.DecompressionBombError as error:
+        raise BadImage(f"too many pixels: {error}") from None
+    except Image.UnidentifiedImageError:
+        raise BadImage("not an image") from None
+    except Exception as error:  # Pillow raises many types (OSError, SyntaxError, struct.error...) on bad data
+        raise BadImage(f"corrupt image: {type(error).__name__}: {error}") from None
+    if image.width * image.height > max_pixels:
+        raise BadImage(f"too many pixels: {image.width}x{image.height} (limit {max_pixels})")
+    return image
+
+
+def needs_conversion(image: Image.Image) -> bool:
+    """True unless the file is JPEG data in RGB with no rotation to apply: those are copied as is."""
+    orientation = image.getexif().get(EXIF_ORIENTATION, 1)
+    return image.format not in ("JPEG", "MPO") or image.mode != "RGB" or orientation != 1
+
+
+def check_entry(entry: Entry, staged: Path, link: bool, max_pixels: int) -> Checked:
+    """Read, hash and decode one entry; stage the file to keep (copy, link or upright RGB PNG)."""
+    try:
+        data = entry.read()
+    except (OSError, zipfile.BadZipFile, RuntimeError, EOFError) as error:  # permissions, bad CRC, encryption
+        return Checked(entry, reject=f"unreadable: {error}")
+    digest = hashlib.sha256(data).hexdigest()
+    try:
+        image = decode(data, max_pixels)
+    except BadImage as error:
+        return Checked(entry, digest, reject=str(error))
+    if needs_conversion(image):
+        ImageOps.exif_transpose(image).convert("RGB").save(staged, "PNG")
+        return Checked(entry, digest, converted=True, staged=staged)
+    if link and entry.path is not None:
+        try:
+            os.link(entry.path, staged)
+            return Checked(entry, digest, staged=staged, linked=True)
+        except OSError:
+            pass  # another filesystem (EXDEV) or no link support: the summary says we copied
+    staged.write_bytes(data)
+    return Checked(entry, digest, staged=staged)
+
+
+def check_all(entries: list[Entry], folder: Path, link: bool, workers: int) -> list[Checked]:
+    """Check every entry in parallel threads: Pillow, hashlib and file I/O release the GIL."""
+    folder.mkdir()
+    jobs = [(entry, folder / f"{i:07d}") for i, entry in enumerate(entries)]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(lambda job: check_entry(*job, link, MAX_PIXELS), jobs))
+
+
+# ---------------------------------------------------------------- splitting and naming
+
+
+def split_groups(kept: list[Checked], val_fraction: float, seed: int) -> dict[str, str]:
+    """Map each sha256 to a split, stratified per class and reproducible anywhere.
+
+    Identical bytes form one group, so a duplicate never lands on both sides. Groups are ranked
+    by a seeded SHA-256 of their content hash, not by file order or Python's salted hash(), so the
+    same seed and images give the same split on any machine and adding images moves few others.
+    """
+    assignment = {}
+    for label in LABELS:
+        sizes = Counter(c.sha256 for c in kept if c.entry.label == label)
+        ranked = sorted(sizes, key=lambda sha: hashlib.sha256(f"{seed}:{sha}".encode()).hexdigest())
+        total = sum(sizes.values())
+        target = round(val_fraction * total)
+        if len(ranked) > 1:  # both splits get at least one group of each class
+            target = min(max(target, 1), total - sizes[ranked[-1]])
+        in_validation = 0
+        for sha in ranked:
+            split = "validation" if in_validation < target else "train"
+            in_validation += sizes[sha] if split == "validation" else 0
+            assignment[sha] = split
+    return assignment
+
+
+def drop_conflicts(checked: list[Checked]) -> list[Checked]:
+    """Reject byte-identical images labelled both cat and dog: no split could hold them fairly."""
+    labels = defaultdict(set)
+    for c in checked:
+        if not c.reject:
+            labels[c.sha256].add(c.entry.label)
+    result = []
+    for c in checked:
+        if not c.reject and len(labels[c.sha256]) > 1:
+            c.staged.unlink()
+            c = Checked(c.entry, c.sha256, reject="same image labelled both cat and dog")
+        result.append(c)
+    return result
+
+
+def output_names(kept: list[Checked]) -> dict[str, str]:
+    """A unique file name per kept entry within its class, from its source name; keyed by source."""
+    names, taken = {}, set()
+    for c in sorted(kept, key=lambda c: c.entry.source):
+        base = PurePosixPath(re.split(r"[/\\!]", c.entry.source)[-1])
+        if c.converted:
+            base = base.with_suffix(".png")
+        elif base.suffix.lower() not in (".jpg", ".jpeg"):
+            base = base.with_suffix(".jpg")  # JPEG data under another name
+        name, n = base.name, 1
+        while (c.entry.label, name.lower()) in taken:
+            n += 1
+            name = f"{base.stem}-{n}{base.suffix}"
+        taken.add((c.entry.label, name.lower()))
+        names[c.entry.source] = name
+    return names
+
+
+def write_csv(path: Path, header: list[str], rows: list[tuple]):
+    """Write a small CSV file with a header row."""
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
+def place(kept: list[Checked], staging: Path, val_fraction: float, seed: int) -> list[tuple]:
+    """Move staged files into staging/{split}/{class}/; return the manifest rows sorted by path."""
+    for split in SPLITS:
+        for class_dir in CLASS_DIRS:
+            (staging / split / class_dir).mkdir(parents=True)
+    splits = split_groups(kept, val_fraction, seed)
+    names = output_names(kept)
+    rows = []
+    for c in kept:
+        class_dir = CLASS_DIRS[LABELS.index(c.entry.label)]
+        rel = PurePosixPath(splits[c.sha256], class_dir, names[c.entry.source])
+        c.staged.rename(staging / rel)
+        rows.append((rel.as_posix(), c.entry.source, c.entry.label, splits[c.sha256], c.sha256))
+    return sorted(rows)
+
+
+# ---------------------------------------------------------------- DEST state
+
+
+def read_json(path: Path) -> dict | None:
+    """The JSON object in path, or None if it is missing or unreadable."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def check_paths(config: Config):
+    """Refuse a missing/unusable SOURCE and any overlap between SOURCE and DEST."""
+    source, dest = config.source, config.dest
+    if not source.exists():
+        raise SplitError(f"source {source} does not exist")
+    if not os.access(source, os.R_OK):
+        raise SplitError(f"source {source} is not readable")
+    if source.is_file() and not zipfile.is_zipfile(source):
+        raise SplitError(f"source {source} is a file but not a zip archive: give a folder or a .zip")
+    if dest == source:
+        raise SplitError("source and dest are the same folder: choose a new dest, e.g. --dest data")
+    if dest.is_relative_to(source) and source.is_dir():
+        raise SplitError(f"dest {dest} is inside source {source}: choose a dest outside it")
+    if source.is_relative_to(dest):
+        raise SplitError(f"source {source} is inside dest {dest}: --force could delete it; move it out")
+    if dest.exists() and not dest.is_dir():
+        raise SplitError(f"dest {dest} exists and is not a folder")
+
+
+def check_dest_is_ours(dest: Path):
+    """Refuse a non-empty DEST that holds neither a split of ours nor an interrupted one."""
+    if dest.exists() and any(dest.iterdir()) and not (dest / SPLIT_JSON).exists() and not (dest / STAGING).exists():
+        raise SplitError(f"dest {dest} is not empty and has no {SPLIT_JSON}: it is not a split this tool "
+                         "wrote, so nothing there is removed; choose an empty or new folder")
+
+
+def needs_build(config: Config, recorded: dict) -> bool:
+    """False if DEST already holds exactly this split; True to build. A different one needs --force."""
+    previous = read_json(config.dest / SPLIT_JSON)
+    if previous is None:
+        return True  # new, empty or interrupted DEST
+    if previous == recorded:
+        return False
+    if not config.force:
+        raise SplitError(f"dest {config.dest} holds a split made with other arguments or another source "
+                         f"(see {config.dest / SPLIT_JSON}); add --force to rebuild it")
+    return True
+
+
+def clear_outputs(dest: Path):
+    """Remove a previous split from DEST: only the names this tool writes, split.json first."""
+    for name in (SPLIT_JSON, *SPLITS, MANIFEST, REJECTED):
+        path = dest / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)  # hard links in here only drop a link: SOURCE files survive
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+
+
+# ---------------------------------------------------------------- the run
+
+
+def reason_category(reason: str) -> str:
+    """The part of a reject reason before its detail, for counting."""
+    return reason.split(":")[0]
+
+
+def summary(rows: list[tuple], rejects: list[tuple[str, str]], scan: Scan, checked: list[Checked]) -> list[str]:
+    """The lines printed at the end of a run: counts per class per split, rejects per reason."""
+    counts = Counter((row[3], row[2]) for row in rows)
+    width = max(len(s) for s in SPLITS)
+    lines = [f"{'':{width}}  " + "  ".join(f"{c:>6}" for c in CLASS_DIRS)]
+    for split in SPLITS:
+        lines.append(f"{split:{width}}  " + "  ".join(f"{counts[split, label]:6d}" for label in LABELS))
+    reasons = Counter(reason_category(reason) for _, reason in rejects)
+    detail = ", ".join(f"{n} {reason}" for reason, n in sorted(reasons.items()))
+    lines.append(f"rejected {len(rejects)}" + (f": {detail}" if detail else ""))
+    converted = sum(c.converted for c in checked if not c.reject)
+    duplicates = len(rows) - len({row[4] for row in rows})
+    lines.append(f"converted to upright RGB PNG: {converted}; byte-identical copies kept in their twin's split: "
+                 f"{duplicates}")
+    lines.append(f"ignored: {scan.unlabelled} unlabelled images, {scan.ignored} non-image files")
+    return lines
+
+
+def run_split(config: Config, log: Callable[[str], None] = print) -> int:
+    """Check SOURCE and write the split into DEST; return 0. Raises SplitError on user mistakes."""
+    check_paths(config)
+    dest, staging = config.dest, config.dest / STAGING
+    check_dest_is_ours(dest)
+    created = not dest.exists()
+    if staging.exists() and not (dest / SPLIT_JSON).exists():
+        log(f"{dest} holds an interrupted split; rebuilding it")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)  # also holds big nested zips while listing, so they stay inside DEST
+    try:
+        with contextlib.ExitStack() as stack, warnings.catch_warnings():
+            # Pillow warns about odd EXIF and large images; both are judged in decode() instead.
+            warnings.filterwarnings("ignore", module="PIL")
+            return _build(config, stack, log)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        if not (dest / SPLIT_JSON).exists() and any(dest.iterdir()):
+            staging.mkdir()  # marks a half-written DEST as ours, so the next run may rebuild it
+        elif created and not any(dest.iterdir()):
+            dest.rmdir()
+
+
+def _build(config: Config, stack: contextlib.ExitStack, log: Callable[[str], None]) -> int:
+    """run_split's work, once DEST/.split-tmp exists: list, check, split, then swap outputs in."""
+    started = time.perf_counter()
+    dest, staging = config.dest, config.dest / STAGING
+    recorded = config.recorded(fingerprint(config.source))
+    if not needs_build(config, recorded):
+        log(f"{dest} already holds this split of {config.source} (same arguments, source unchanged): nothing to do")
+        return 0
+    scan = scan_source(config.source, stack, staging)
+    labels = {e.label for e in scan.entries}
+    if not labels:
+        raise SplitError(f"no labelled images in {config.source}: expected cat.N.jpg / dog.N.jpg names "
+                         "or Cat/ and Dog/ folders")
+    if len(labels) == 1:
+        raise SplitError(f"only {labels.pop()} images in {config.source}: a classifier needs both cats and dogs")
+    log(f"checking {len(scan.entries)} images from {config.source} with {config.workers} threads ...")
+    checked = drop_conflicts(check_all(scan.entries, staging / "files", config.link, config.workers))
+    kept = [c for c in checked if not c.reject]
+    if {c.entry.label for c in kept} != set(LABELS):
+        raise SplitError(f"{config.source} has no usable images of one class after rejecting broken files")
+    rows = place(kept, staging, config.val_fraction, config.seed)
+    rejects = sorted(scan.rejects + [(c.entry.source, c.reject) for c in checked if c.reject])
+    write_csv(staging / MANIFEST, ["path", "source", "label", "split", "sha256"], rows)
+    write_csv(staging / REJECTED, ["source", "reason"], rejects)
+    clear_outputs(dest)  # the old split goes only now that the new one is ready beside it
+    for name in (*SPLITS, MANIFEST, REJECTED):
+        (staging / name).rename(dest / name)
+    (staging / SPLIT_JSON).write_text(json.dumps(recorded, indent=2) + "\n")
+    (staging / SPLIT_JSON).replace(dest / SPLIT_JSON)  # last: its presence means DEST is complete
+    seconds = time.perf_counter() - started
+    if config.link and not all(c.linked for c in kept if not c.converted):
+        log("--link: some files could not be hard-linked (archive members, or another filesystem): copied them")
+    log(f"split {len(rows)} images into {dest} in {seconds:.1f} s ({len(checked) / seconds:.0f} images/s), "
+        f"seed {config.seed}, {config.val_fraction:.0%} validation")
+    for line in summary(rows, rejects, scan, checked):
+        log(line)
+    if rejects:
+        log(f"reasons per file: {dest / REJECTED}")
+    return 0
+
+
+# ---------------------------------------------------------------- demo data
+
+
+def polygon(cx: float, cy: float, rx: float, ry: float, tilt: float, n: int = 32) -> list[tuple[float, float]]:
+    """Points of an ellipse rotated by tilt radians (PIL cannot draw rotated ellipses)."""
+    t = np.linspace(0, 2 * np.pi, n, endpoint=False)
+    x, y = rx * np.cos(t), ry * np.sin(t)
+    return list(zip(cx + x * np.cos(tilt) - y * np.sin(tilt), cy + x * np.sin(tilt) + y * np.cos(tilt)))
+
+
+def contrasting(rng: random.Random, background: tuple[int, ...]) -> tuple[int, ...]:
+    """A random colour clearly brighter or darker than background, so the outline is visible."""
+    while True:
+        colour = tuple(rng.randrange(256) for _ in range(3))
+        if abs(sum(colour) - sum(background)) > 180:
+            return colour
+
+
+def shade(colour: tuple[int, ...], factor: float) -> tuple[int, ...]:
+    """colour scaled towards black (factor < 1) or white (factor > 1)."""
+    if factor <= 1:
+        return tuple(int(c * factor) for c in colour)
+    return tuple(int(255 - (255 - c) / factor) for c in colour)
+
+
+def draw_pet(label: str, rng: random.Random, size: int) -> Image.Image:
+    """One synthetic RGB image: a cat (round face, pointed ears on top) or a dog (long face, muzzle,
+    floppy dark ears at the sides), at a random place, scale and colour on a noisy, cluttered background."""
+    s = 2 * size  # drawn at twice the size and shrunk, for smooth edges
+    background = tuple(rng.randrange(256) for _ in range(3))
+    image = Image.new("RGB", (s, s), background)
+    draw = ImageDraw.Draw(image)
+    for _ in range(rng.randrange(1, 5)):  # clutter, so that the pet, not the corners, tells the class
+        x, y, w = rng.uniform(0, s), rng.uniform(0, s), rng.uniform(0.1, 0.4) * s
+        draw.rectangle((x - w, y - w / 3, x + w, y + w / 3), fill=shade(background, rng.uniform(0.75, 1.3)))
+    fur = contrasting(rng, background)
+    r = rng.uniform(0.22, 0.28) * s
+    cx, cy = rng.uniform(0.42, 0.58) * s, rng.uniform(0.55, 0.6) * s
+    dot = (20, 20, 20) if sum(fur) > 300 else (235, 235, 235)  # eyes and nose, visible on any fur
+    if label == "cat":
+        for side in (-1, 1):
+            tip = rng.uniform(0.2, 0.26) * np.pi
+            reach = rng.uniform(1.8, 2.0) * r
+            for scale, colour in ((1.0, fur), (0.75, shade(fur, 1.8))):  # the ear and its paler inside
+                base = [(cx + side * r * np.sin(a), cy - r * np.cos(a)) for a in (0.06 * np.pi, 0.38 * np.pi)]
+                apex = (cx + side * reach * scale * np.sin(tip), cy - reach * scale * np.cos(tip))
+                draw.polygon([base[0], apex, base[1]], fill=colour)
+        draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=fur)
+        eye_y, eye_dx, nose_y, nose_r = cy - 0.2 * r, 0.42 * r, cy + 0.25 * r, 0.1 * r
+    else:
+        rx, ry = rng.uniform(0.65, 0.75) * r, rng.uniform(1.2, 1.35) * r
+        draw.ellipse((cx - rx, cy - ry, cx + rx, cy + ry), fill=fur)
+        draw.ellipse((cx - 0.6 * rx, cy + 0.1 * ry, cx + 0.6 * rx, cy + 0.95 * ry), fill=shade(fur, 1.6))  # muzzle
+        ear = shade(fur, rng.uniform(0.35, 0.6))
+        for side in (-1, 1):
+            tilt = side * rng.uniform(0.1, 0.3)
+            draw.polygon(polygon(cx + side * 1.1 * rx, cy + 0.05 * ry, 0.32 * r, 1.05 * r, tilt), fill=ear)
+        eye_y, eye_dx, nose_y, nose_r = cy - 0.35 * ry, 0.4 * rx, cy + 0.35 * ry, 0.2 * r
+    for side in (-1, 1):
+        x = cx + side * eye_dx
+        draw.ellipse((x - 0.1 * r, eye_y - 0.1 * r, x + 0.1 * r, eye_y + 0.1 * r), fill=dot)
+    draw.ellipse((cx - nose_r, nose_y - nose_r * 0.7, cx + nose_r, nose_y + nose_r * 0.7), fill=dot)
+    small = image.resize((size, size), Image.LANCZOS).filter(ImageFilter.GaussianBlur(rng.uniform(0, 0.6)))
+    noise = np.random.default_rng(rng.getrandbits(64)).normal(0, 10, (size, size, 3))
+    return Image.fromarray(np.clip(np.asarray(small) + noise, 0, 255).astype(np.uint8))
+
+
+def draw_demo_images(folder: Path, images_per_class: int, size: int, seed: int):
+    """Write cat.N.jpg and dog.N.jpg into folder, the flat layout of Kaggle's train.zip."""
+    for label in LABELS:
+        for i in range(images_per_class):
+            rng = random.Random(f"{seed}:{label}:{i}")  # string seeds hash the same on every machine
+            draw_pet(label, rng, size).save(folder / f"{label}.{i}.jpg", quality=90)
+
+
+def prepare_demo(dest: Path, images_per_class: int = 200, size: int = 64, seed: int = 0) -> Path:
+    """Make a synthetic cats-vs-dogs set and split it into dest like real data; return dest.
+
+    The raw images live next to dest in `<dest>-source/train/`, outside what --force clears, and
+    are drawn only when missing or made with other arguments, so a repeat call is a quick no-op.
+    """
+    dest = Path(dest).expanduser().resolve()
+    raw = dest.parent / f"{dest.name}-source"
+    wanted = {"version": DEMO_VERSION, "images_per_class": images_per_class, "size": size, "seed": seed}
+    if read_json(raw / "demo.json") != wanted:
+        if raw.exists() and read_json(raw / "demo.json") is None:
+            raise SplitError(f"{raw} exists and is not a demo image folder: move it away")
+        shutil.rmtree(raw, ignore_errors=True)
+        partial = raw.with_name(raw.name + ".partial")  # renamed when complete: no half-drawn set
+        shutil.rmtree(partial, ignore_errors=True)
+        (partial / "train").mkdir(parents=True)
+        draw_demo_images(partial / "train", images_per_class, size, seed)
+        (partial / "demo.json").write_text(json.dumps(wanted) + "\n")
+        partial.rename(raw)
+    source = raw / "train"
+    previous = read_json(dest / SPLIT_JSON) or {}
+    run_split(Config(source=source, dest=dest, force=previous.get("source") == str(source)))
+    return dest
+
+
+# ---------------------------------------------------------------- command line
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line, as for every other user mistake here."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def fraction(text: str) -> float:
+    """argparse type: a number strictly between 0 and 1."""
+    value = float(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (exclusive), not {text}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type: a whole number of at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"needs a whole number of at least 1, not {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line flags, each with its help text and default."""
+    parser = Parser(prog="data_split.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--source", type=Path, metavar="PATH",
+                      help="labelled images: dogs-vs-cats.zip, train.zip, an extracted train/ folder, "
+                           "kagglecatsanddogs_*.zip or PetImages/; only read, never changed")
+    what.add_argument("--demo", type=Path, metavar="DEST",
+                      help="instead of --source: draw a synthetic cats-vs-dogs set next to DEST "
+                           "(in DEST-source/) and split it into DEST with the default fraction and seed")
+    parser.add_argument("--dest", type=Path, default=Path("data"), metavar="PATH",
+                        help="output folder for train/, validation/ and the CSV/JSON records (default: %(default)s)")
+    parser.add_argument("--val-fraction", type=fraction, default=DEFAULT_VAL_FRACTION, metavar="F",
+                        help="share of each class's images that goes to validation/ (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, metavar="N",
+                        help="which split: the same seed and images give the same split on any machine (default: %(default)s)")
+    parser.add_argument("--link", action="store_true",
+                        help="hard-link unchanged images from a SOURCE folder instead of copying them "
+                             "(same filesystem only; copies otherwise)")
+    parser.add_argument("--force", action="store_true",
+                        help="rebuild a DEST that holds a split made with other arguments "
+                             "(removes only what this tool wrote there)")
+    parser.add_argument("--workers", type=positive_int, default=os.cpu_count() or 1, metavar="N",
+                        help="threads that read, hash and decode images (default: %(default)s, the CPU count)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; return the exit code (0 done or nothing to do, 2 user mistake)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as stop:  # --help, or a flag error argparse already printed
+        return stop.code
+    try:
+        if args.demo is not None:
+            prepare_demo(args.demo)
+            return 0
+        config = Config(source=args.source.expanduser().resolve(), dest=args.dest.expanduser().resolve(),
+                        val_fraction=args.val_fraction, seed=args.seed, link=args.link, force=args.force,
+                        workers=args.workers)
+        return run_split(config)
+    except SplitError as error:
+        print(f"{parser.prog}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

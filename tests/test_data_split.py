@@ -1,0 +1,493 @@
+"""End-to-end tests of data_split.py on tiny images built in tmp_path: python -m pytest -q tests/test_data_split.py"""
+
+import csv
+import errno
+import hashlib
+import io
+import json
+import re
+import stat
+import struct
+import subprocess
+import sys
+import time
+import zipfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import data_split
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# ---------------------------------------------------------------- fixtures
+
+
+def jpeg(seed: int, size: int = 16) -> bytes:
+    """A small RGB JPEG of random pixels: a different seed gives different bytes."""
+    pixels = np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "JPEG")
+    return buffer.getvalue()
+
+
+def kaggle_images(n: int = 6) -> dict[str, bytes]:
+    """cat.N.jpg / dog.N.jpg names and bytes, as in Kaggle's train.zip."""
+    return {f"{label}.{i}.jpg": jpeg(seed=i + 100 * (label == "dog")) for label in ("cat", "dog") for i in range(n)}
+
+
+def write_files(root: Path, files: dict[str, bytes]) -> Path:
+    """Write {relative name: bytes} under root; return root."""
+    for name, data in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    return root
+
+
+def zip_bytes(files: dict[str, bytes]) -> bytes:
+    """A zip archive of {member name: bytes}."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def run(capsys, *args) -> tuple[int, str, str]:
+    """data_split.main(args) with its exit code, stdout and stderr."""
+    code = data_split.main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def read_csv(path: Path) -> list[dict]:
+    """The rows of a CSV file with a header, as dicts."""
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def checksums(root: Path) -> dict[str, str]:
+    """sha256 of every file under root (or of root itself), by relative path."""
+    files = [root] if root.is_file() else [p for p in root.rglob("*") if p.is_file()]
+    return {p.relative_to(root.parent).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+
+
+def all_files(root: Path) -> set[str]:
+    """Every file and folder below root, as relative posix paths."""
+    return {p.relative_to(root).as_posix() for p in root.rglob("*")}
+
+
+def assignment(dest: Path) -> set[tuple]:
+    """What a split decided, independent of where the images came from."""
+    return {(row["path"], row["label"], row["split"], row["sha256"]) for row in read_csv(dest / data_split.MANIFEST)}
+
+
+# ---------------------------------------------------------------- layouts and archives
+
+
+def test_flat_folder_gives_keras_layout_manifest_and_summary(tmp_path, capsys):
+    images = kaggle_images(10)
+    source = write_files(tmp_path / "train", images)
+    dest = tmp_path / "data"
+    code, out, _ = run(capsys, "--source", source, "--dest", dest)
+    assert code == 0
+    for split in data_split.SPLITS:
+        for class_dir in data_split.CLASS_DIRS:
+            assert (dest / split / class_dir).is_dir()
+    with (dest / data_split.MANIFEST).open() as f:
+        assert f.readline().strip() == "path,source,label,split,sha256"
+    rows = read_csv(dest / data_split.MANIFEST)
+    assert [r["path"] for r in rows] == sorted(r["path"] for r in rows)
+    assert sorted(r["source"] for r in rows) == sorted(f"train/{name}" for name in images)  # each image once
+    for row in rows:
+        name = row["source"].split("/")[-1]
+        assert row["path"] == f"{row['split']}/{row['label']}s/{name}"
+        assert (dest / row["path"]).read_bytes() == images[name]  # plain RGB JPEGs: copied byte for byte
+        assert row["sha256"] == hashlib.sha256(images[name]).hexdigest()
+    splits = [(r["label"], r["split"]) for r in rows]
+    assert splits.count(("cat", "validation")) == splits.count(("dog", "validation")) == 2  # stratified 20%
+    assert re.search(r"^train\s+8\s+8$", out, re.M) and re.search(r"^validation\s+2\s+2$", out, re.M)
+    assert "rejected 0" in out
+    assert read_csv(dest / data_split.REJECTED) == []
+    assert json.loads((dest / data_split.SPLIT_JSON).read_text())["seed"] == 42
+    assert not (dest / data_split.STAGING).exists()
+
+
+def test_kaggle_zip_forms_match_the_extracted_folder(tmp_path, capsys, monkeypatch):
+    images = kaggle_images()
+    folder = write_files(tmp_path / "extracted" / "train", images)
+    train_zip = zip_bytes({f"train/{name}": data for name, data in images.items()})
+    (tmp_path / "train.zip").write_bytes(train_zip)
+    competition = {
+        "train.zip": train_zip,
+        "test1.zip": zip_bytes({f"test1/{i}.jpg": jpeg(500 + i) for i in range(1, 5)}),  # unlabelled
+        "sampleSubmission.csv": b"id,label\n1,0\n",
+    }
+    (tmp_path / "dogs-vs-cats.zip").write_bytes(zip_bytes(competition))
+    results = {}
+    for source in (folder, tmp_path / "train.zip", tmp_path / "dogs-vs-cats.zip"):
+        dest = tmp_path / f"out-{source.name}"
+        code, out, _ = run(capsys, "--source", source, "--dest", dest)
+        assert code == 0
+        results[source.name] = assignment(dest)
+        assert len(results[source.name]) == 12
+    monkeypatch.setattr(data_split, "SPOOL_BYTES", 1000)  # a nested zip too big for memory goes into DEST
+    assert run(capsys, "--source", tmp_path / "dogs-vs-cats.zip", "--dest", tmp_path / "spilled")[0] == 0
+    results["spilled"] = assignment(tmp_path / "spilled")
+    assert results["train"] == results["train.zip"] == results["dogs-vs-cats.zip"] == results["spilled"]
+    assert "ignored: 4 unlabelled images, 1 non-image files" in out
+    sources = {r["source"] for r in read_csv(tmp_path / "out-dogs-vs-cats.zip" / data_split.MANIFEST)}
+    assert "dogs-vs-cats.zip!train.zip!train/cat.0.jpg" in sources
+    assert not any("test1" in s for s in sources)
+
+
+@pytest.mark.parametrize("as_zip", [False, True], ids=["PetImages-folder", "kagglecatsanddogs-zip"])
+def test_microsoft_petimages_with_thumbs_db_and_corrupt_files(tmp_path, capsys, as_zip):
+    files = {f"PetImages/{folder}/{i}.jpg": jpeg(i + 50 * (folder == "Dog")) for folder in ("Cat", "Dog") for i in range(5)}
+    files |= {
+        "PetImages/Cat/Thumbs.db": b"\xd0\xcf\x11\xe0" + bytes(200),
+        "PetImages/Dog/Thumbs.db": b"\xd0\xcf\x11\xe0" + bytes(300),
+        "PetImages/Cat/666.jpg": b"",
+        "PetImages/Dog/11702.jpg": jpeg(99)[:-200],
+    }
+    if as_zip:
+        files = {"kagglecatsanddogs_5340.zip": zip_bytes(files | {"readme[1].txt": b"Microsoft"})}
+    write_files(tmp_path / "download", files)
+    source = tmp_path / "download" / ("kagglecatsanddogs_5340.zip" if as_zip else "PetImages")
+    code, out, _ = run(capsys, "--source", source, "--dest", tmp_path / "data")
+    assert code == 0
+    rows = read_csv(tmp_path / "data" / data_split.MANIFEST)
+    assert len(rows) == 10
+    assert all(r["label"] == ("cat" if "/Cat/" in r["source"] else "dog") for r in rows)
+    assert not any("Thumbs" in r["source"] for r in rows)
+    prefix = "kagglecatsanddogs_5340.zip!" if as_zip else ""
+    rejected = {r["source"]: r["reason"] for r in read_csv(tmp_path / "data" / data_split.REJECTED)}
+    assert sorted(rejected) == [f"{prefix}PetImages/Cat/666.jpg", f"{prefix}PetImages/Dog/11702.jpg"]
+    assert rejected[f"{prefix}PetImages/Cat/666.jpg"] == "empty file"
+    assert rejected[f"{prefix}PetImages/Dog/11702.jpg"].startswith("corrupt image")
+    assert "rejected 2: 1 corrupt image, 1 empty file" in out
+
+
+def test_crafted_zip_writes_nothing_outside_dest_and_says_why(tmp_path, capsys, monkeypatch):
+    link = zipfile.ZipInfo("train/cat.103.jpg")
+    link.external_attr = (stat.S_IFLNK | 0o777) << 16
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in kaggle_images(3).items():
+            archive.writestr(f"train/{name}", data)
+        archive.writestr(zipfile.ZipInfo(f"{tmp_path}/outside/cat.100.jpg"), jpeg(100))
+        archive.writestr(zipfile.ZipInfo("../cat.101.jpg"), jpeg(101))
+        archive.writestr(zipfile.ZipInfo("train/../../dog.102.jpg"), jpeg(102))
+        archive.writestr(link, "../../../../etc/passwd")
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "evil.zip").write_bytes(buffer.getvalue())
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    before = all_files(tmp_path)
+    code, out, _ = run(capsys, "--source", tmp_path / "in" / "evil.zip", "--dest", tmp_path / "out" / "data")
+    assert code == 0
+    assert {f for f in all_files(tmp_path) - before if not f.startswith("out/data")} == {"out"}
+    rejected = {r["source"]: r["reason"] for r in read_csv(tmp_path / "out" / "data" / data_split.REJECTED)}
+    assert rejected == {
+        f"evil.zip!{tmp_path}/outside/cat.100.jpg": "unsafe archive entry: absolute path",
+        "evil.zip!../cat.101.jpg": "unsafe archive entry: '..' in path",
+        "evil.zip!train/../../dog.102.jpg": "unsafe archive entry: '..' in path",
+        "evil.zip!train/cat.103.jpg": "unsafe archive entry: symbolic link",
+    }
+    assert "4 unsafe archive entry" in out
+    assert len(read_csv(tmp_path / "out" / "data" / data_split.MANIFEST)) == 6
+
+
+# ---------------------------------------------------------------- bad and special images
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG whose header claims width x height pixels, without the pixels: a cheap decompression bomb."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+def test_bad_files_are_rejected_with_their_reason(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(data_split, "MAX_FILE_BYTES", 20_000)  # so that a 30 kB file is "too large" to read
+    bad = {
+        "cat.90.jpg": b"",
+        "cat.91.jpg": jpeg(91, size=32)[:-300],
+        "dog.92.jpg": b"This is not a picture, just text named like one.\n",
+        "dog.93.png": png_header(100_000, 100_000),  # above Pillow's own bomb limit
+        "cat.94.png": png_header(10_000, 5_000),  # above MAX_PIXELS only
+        "dog.95.jpg": bytes(30_000),
+        "cat.96.jpg": b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 16 16\n",  # EPS would start Ghostscript
+    }
+    source = write_files(tmp_path / "train", kaggle_images(3) | bad)
+    code, out, _ = run(capsys, "--source", source, "--dest", tmp_path / "data")
+    assert code == 0
+    reasons = {r["source"]: r["reason"] for r in read_csv(tmp_path / "data" / data_split.REJECTED)}
+    assert reasons["train/cat.90.jpg"] == "empty file"
+    assert reasons["train/cat.91.jpg"].startswith("corrupt image")
+    assert reasons["train/dog.92.jpg"] == "not an image"
+    assert reasons["train/dog.93.png"].startswith("too many pixels")
+    assert reasons["train/cat.94.png"] == "too many pixels: 10000x5000 (limit 40000000)"
+    assert reasons["train/dog.95.jpg"] == "file too large: 30000 bytes"
+    assert reasons["train/cat.96.jpg"] == "not an image"
+    assert "rejected 7: 1 corrupt image, 1 empty file, 1 file too large, 2 not an image, 2 too many pixels" in out
+    assert len(read_csv(tmp_path / "data" / data_split.MANIFEST)) == 6
+
+
+def upright_test_image() -> Image.Image:
+    """24 wide, 40 tall: red top half, blue bottom half, so any rotation or flip shows."""
+    image = Image.new("RGB", (24, 40), (0, 0, 255))
+    image.paste((255, 0, 0), (0, 0, 24, 20))
+    return image
+
+
+def encoded(image: Image.Image, fmt: str = "JPEG", **save) -> bytes:
+    """image saved in fmt, as bytes."""
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **save)
+    return buffer.getvalue()
+
+
+def rotated_for_exif(orientation: int) -> bytes:
+    """The upright test image stored sideways, with the EXIF tag that tells viewers to turn it back."""
+    stored = upright_test_image().transpose(Image.Transpose.ROTATE_90 if orientation == 6 else Image.Transpose.ROTATE_270)
+    exif = Image.Exif()
+    exif[data_split.EXIF_ORIENTATION] = orientation
+    return encoded(stored, quality=95, exif=exif.tobytes())
+
+
+def test_special_images_reach_tensorflow_upright_rgb(tmp_path, capsys):
+    tf = pytest.importorskip("tensorflow")
+    special = {
+        "cat.50.jpg": encoded(upright_test_image().convert("L")),  # grayscale
+        "cat.51.jpg": encoded(upright_test_image().convert("CMYK")),
+        "dog.52.jpg": encoded(upright_test_image(), "PNG"),  # PNG data under a .jpg name
+        "dog.53.jpg": rotated_for_exif(6),
+        "cat.54.jpg": rotated_for_exif(8),
+        "dog.55.jpg": encoded(upright_test_image(), quality=95),  # plain RGB JPEG: copied as is
+    }
+    source = write_files(tmp_path / "train", kaggle_images(3) | special)
+    code, out, _ = run(capsys, "--source", source, "--dest", tmp_path / "data")
+    assert code == 0 and "converted to upright RGB PNG: 5" in out
+    rows = {r["source"].split("/")[-1]: r for r in read_csv(tmp_path / "data" / data_split.MANIFEST)}
+    for name in special:
+        path = tmp_path / "data" / rows[name]["path"]
+        assert path.suffix == (".jpg" if name == "dog.55.jpg" else ".png")
+        pixels = tf.io.decode_image(path.read_bytes(), expand_animations=False).numpy().astype(int)
+        assert pixels.shape == (40, 24, 3), name
+        top, bottom = pixels[:15].mean(axis=(0, 1)), pixels[25:].mean(axis=(0, 1))
+        if name != "cat.50.jpg":  # grayscale has no colour left, only brightness
+            assert top[0] > 200 and top[2] < 60 and bottom[2] > 200 and bottom[0] < 60, name
+        else:
+            assert abs(top.mean() - bottom.mean()) > 20
+    assert (tmp_path / "data" / rows["dog.55.jpg"]["path"]).read_bytes() == special["dog.55.jpg"]
+    dataset = tf.keras.utils.image_dataset_from_directory(tmp_path / "data" / "train", image_size=(40, 24), shuffle=False)
+    assert dataset.class_names == list(data_split.CLASS_DIRS)
+    assert next(iter(dataset))[0].shape[-1] == 3
+
+
+# ---------------------------------------------------------------- the split itself
+
+
+def test_same_seed_same_split_whatever_the_file_order_other_seed_differs(tmp_path, capsys):
+    images = kaggle_images(20)
+    write_files(tmp_path / "a" / "train", images)
+    write_files(tmp_path / "b" / "train", dict(reversed(list(images.items()))))  # created in the other order
+    for name in ("a", "b"):
+        assert run(capsys, "--source", tmp_path / name / "train", "--dest", tmp_path / f"out-{name}", "--seed", 3)[0] == 0
+    assert (tmp_path / "out-a" / data_split.MANIFEST).read_bytes() == (tmp_path / "out-b" / data_split.MANIFEST).read_bytes()
+    assert run(capsys, "--source", tmp_path / "a" / "train", "--dest", tmp_path / "out-c", "--seed", 4)[0] == 0
+    assert assignment(tmp_path / "out-a") != assignment(tmp_path / "out-c")
+    validation = [r for r in read_csv(tmp_path / "out-c" / data_split.MANIFEST) if r["split"] == "validation"]
+    assert len(validation) == 8
+
+
+def test_byte_identical_duplicates_never_span_both_splits(tmp_path, capsys):
+    images = kaggle_images(8)
+    for original in ("cat.0.jpg", "cat.1.jpg", "dog.0.jpg", "dog.1.jpg"):  # three copies each, other names
+        label, number, _ = original.split(".")
+        for copy in range(3):
+            images[f"{label}.{100 + 10 * int(number) + copy}.jpg"] = images[original]
+    images["dog.999.jpg"] = images["cat.7.jpg"]  # the same picture under both labels
+    source = write_files(tmp_path / "train", images)
+    for seed in range(6):
+        dest = tmp_path / f"out-{seed}"
+        assert run(capsys, "--source", source, "--dest", dest, "--seed", seed)[0] == 0
+        splits_of = {}
+        for row in read_csv(dest / data_split.MANIFEST):
+            splits_of.setdefault(row["sha256"], set()).add(row["split"])
+        assert all(len(s) == 1 for s in splits_of.values())
+        assert len(read_csv(dest / data_split.MANIFEST)) == len(images) - 2
+    reasons = {r["source"]: r["reason"] for r in read_csv(tmp_path / "out-0" / data_split.REJECTED)}
+    assert reasons == {"train/cat.7.jpg": "same image labelled both cat and dog",
+                       "train/dog.999.jpg": "same image labelled both cat and dog"}
+
+
+def test_source_is_never_changed(tmp_path, capsys):
+    images = kaggle_images(4) | {"cat.9.jpg": encoded(upright_test_image().convert("L")), "dog.9.jpg": b""}
+    folder = write_files(tmp_path / "train", images)
+    archive = tmp_path / "train.zip"
+    archive.write_bytes(zip_bytes({f"train/{name}": data for name, data in images.items()}))
+    before = checksums(folder) | checksums(archive)
+    assert run(capsys, "--source", folder, "--dest", tmp_path / "d1")[0] == 0
+    assert run(capsys, "--source", folder, "--dest", tmp_path / "d1", "--link", "--force")[0] == 0
+    assert run(capsys, "--source", folder, "--dest", tmp_path / "d1", "--seed", 5, "--force")[0] == 0
+    assert run(capsys, "--source", archive, "--dest", tmp_path / "d2", "--link")[0] == 0
+    assert checksums(folder) | checksums(archive) == before
+
+
+# ---------------------------------------------------------------- reruns, --force, --link
+
+
+def test_rerun_is_a_noop_other_arguments_need_force(tmp_path, capsys):
+    source = write_files(tmp_path / "train", kaggle_images())
+    dest = tmp_path / "data"
+    assert run(capsys, "--source", source, "--dest", dest)[0] == 0
+    stamp = (dest / data_split.MANIFEST).stat().st_mtime_ns
+    code, out, _ = run(capsys, "--source", source, "--dest", dest)
+    assert code == 0 and "nothing to do" in out
+    assert (dest / data_split.MANIFEST).stat().st_mtime_ns == stamp
+
+    code, _, err = run(capsys, "--source", source, "--dest", dest, "--seed", 7)
+    assert code == 2 and "--force" in err and len(err.strip().splitlines()) == 1
+    assert json.loads((dest / data_split.SPLIT_JSON).read_text())["seed"] == 42
+
+    (dest / "notes.txt").write_text("mine")
+    assert run(capsys, "--source", source, "--dest", dest, "--seed", 7, "--force")[0] == 0
+    assert json.loads((dest / data_split.SPLIT_JSON).read_text())["seed"] == 7
+    assert (dest / "notes.txt").read_text() == "mine"
+
+    (source / "cat.77.jpg").write_bytes(jpeg(77))  # a changed source is not "the same arguments"
+    code, _, err = run(capsys, "--source", source, "--dest", dest, "--seed", 7)
+    assert code == 2 and "--force" in err
+
+
+def test_force_refuses_a_folder_this_tool_did_not_write(tmp_path, capsys):
+    source = write_files(tmp_path / "train", kaggle_images())
+    dest = write_files(tmp_path / "mine", {"train/cats/precious.jpg": b"keep", "notes.txt": b"keep"})
+    code, _, err = run(capsys, "--source", source, "--dest", dest, "--force")
+    assert code == 2 and "not a split this tool wrote" in err
+    assert all_files(dest) == {"train", "train/cats", "train/cats/precious.jpg", "notes.txt"}
+
+
+def test_a_crash_mid_split_leaves_dest_incomplete_and_the_rerun_rebuilds(tmp_path, capsys, monkeypatch):
+    source = write_files(tmp_path / "train", kaggle_images())
+    dest = tmp_path / "data"
+    assert run(capsys, "--source", source, "--dest", dest)[0] == 0
+
+    def crash(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(data_split.Path, "replace", crash)  # dies just before split.json lands
+    with pytest.raises(KeyboardInterrupt):
+        data_split.main(["--source", str(source), "--dest", str(dest), "--seed", "1", "--force"])
+    monkeypatch.undo()
+    assert not (dest / data_split.SPLIT_JSON).exists()  # so it does not look complete
+    code, out, _ = run(capsys, "--source", source, "--dest", dest, "--seed", "1")  # no --force needed
+    assert code == 0 and "interrupted" in out
+    assert json.loads((dest / data_split.SPLIT_JSON).read_text())["seed"] == 1
+    assert len(read_csv(dest / data_split.MANIFEST)) == 12
+
+
+def test_link_hard_links_and_falls_back_to_copying(tmp_path, capsys, monkeypatch):
+    images = kaggle_images(3) | {"cat.9.jpg": encoded(upright_test_image().convert("L"))}
+    source = write_files(tmp_path / "train", images)
+    assert run(capsys, "--source", source, "--dest", tmp_path / "linked", "--link")[0] == 0
+    for row in read_csv(tmp_path / "linked" / data_split.MANIFEST):
+        out, original = tmp_path / "linked" / row["path"], tmp_path / row["source"]
+        converted = row["source"].endswith("cat.9.jpg")
+        assert out.samefile(original) != converted
+        assert (out.stat().st_nlink > 1) != converted
+
+    def no_link(src, dst, **kwargs):
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(data_split.os, "link", no_link)
+    code, out, _ = run(capsys, "--source", source, "--dest", tmp_path / "copied", "--link")
+    assert code == 0 and "copied them" in out
+    for row in read_csv(tmp_path / "copied" / data_split.MANIFEST):
+        assert (tmp_path / "copied" / row["path"]).stat().st_nlink == 1
+
+
+# ---------------------------------------------------------------- demo data
+
+
+def silhouettes(folder: Path, label: str) -> np.ndarray:
+    """Per image, how far each pixel is from the image's border colour: where the animal is."""
+    images = np.stack([np.asarray(Image.open(p).convert("L"), float) for p in sorted(folder.glob(f"{label}.*.jpg"))])
+    border = np.median(np.concatenate([images[:, 0], images[:, -1], images[:, :, 0], images[:, :, -1]], axis=1), axis=1)
+    return np.abs(images - border[:, None, None])
+
+
+def test_demo_set_is_split_like_real_data_and_its_classes_differ(tmp_path, capsys):
+    dest = tmp_path / "demo"
+    assert data_split.prepare_demo(dest, images_per_class=40, size=32) == dest.resolve()
+    raw = tmp_path / "demo-source" / "train"
+    assert sorted(p.name for p in raw.iterdir())[:2] == ["cat.0.jpg", "cat.1.jpg"]
+    assert Image.open(raw / "dog.3.jpg").size == (32, 32) and Image.open(raw / "dog.3.jpg").mode == "RGB"
+    rows = read_csv(dest / data_split.MANIFEST)
+    assert len(rows) == 80 and sum(r["split"] == "validation" for r in rows) == 16
+    started = time.perf_counter()
+    assert data_split.prepare_demo(dest, images_per_class=40, size=32) == dest.resolve()
+    assert time.perf_counter() - started < 1 and "nothing to do" in capsys.readouterr().out
+
+    cats, dogs = silhouettes(raw, "cat"), silhouettes(raw, "dog")
+    assert np.abs(cats.mean(0) - dogs.mean(0)).mean() > 5  # mean shapes differ by > 5 of 255 grey levels
+    # Learnable from the pixels: class mean shapes fitted on half the images classify the other half.
+    centroids = cats[::2].mean(0), dogs[::2].mean(0)
+    held_out = [(image, label) for label, images in enumerate((cats[1::2], dogs[1::2])) for image in images]
+    correct = [np.argmin([((image - c) ** 2).sum() for c in centroids]) == label for image, label in held_out]
+    assert np.mean(correct) >= 0.8
+
+    assert run(capsys, "--demo", dest)[0] == 0  # other arguments (200 images of 64 px): redrawn and re-split
+    assert len(read_csv(dest / data_split.MANIFEST)) == 400
+
+
+# ---------------------------------------------------------------- user mistakes
+
+
+@pytest.mark.parametrize("case", ["missing", "not-zip", "fraction-0", "fraction-1.5", "fraction-text", "inside",
+                                  "same", "source-in-dest", "unlabelled", "one-class", "bad-zip-name"])
+def test_user_mistakes_exit_2_with_one_line(tmp_path, capsys, case):
+    source = write_files(tmp_path / "train", kaggle_images(2))
+    (tmp_path / "notes.txt").write_text("hello")
+    write_files(tmp_path / "test1", {f"{i}.jpg": jpeg(i) for i in range(3)})
+    write_files(tmp_path / "cats-only", {f"cat.{i}.jpg": jpeg(i) for i in range(3)})
+    (tmp_path / "fake.zip").write_text("not a zip")
+    args = {
+        "missing": ["--source", tmp_path / "nowhere"],
+        "not-zip": ["--source", tmp_path / "notes.txt"],
+        "fraction-0": ["--source", source, "--val-fraction", "0"],
+        "fraction-1.5": ["--source", source, "--val-fraction", "1.5"],
+        "fraction-text": ["--source", source, "--val-fraction", "half"],
+        "inside": ["--source", source, "--dest", source / "data"],
+        "same": ["--source", source, "--dest", source],
+        "source-in-dest": ["--source", source, "--dest", tmp_path],
+        "unlabelled": ["--source", tmp_path / "test1", "--dest", tmp_path / "out"],
+        "one-class": ["--source", tmp_path / "cats-only", "--dest", tmp_path / "out"],
+        "bad-zip-name": ["--source", tmp_path / "fake.zip", "--dest", tmp_path / "out"],
+    }[case]
+    code, out, err = run(capsys, *args)
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1 and err.startswith("data_split.py: error:")
+    assert "Traceback" not in err
+    assert not (tmp_path / "out").exists() and not (source / "data").exists()
+
+
+def test_command_line_errors_and_help_without_traceback(tmp_path):
+    result = subprocess.run([sys.executable, str(ROOT / "data_split.py"), "--source", str(tmp_path / "nowhere")],
+                            capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.strip().splitlines() == [f"data_split.py: error: source {tmp_path / 'nowhere'} does not exist"]
+    help_text = subprocess.run([sys.executable, str(ROOT / "data_split.py"), "--help"],
+                               capture_output=True, text=True).stdout
+    for flag in ("--source", "--dest", "--val-fraction", "--seed", "--link", "--force", "--demo", "--workers"):
+        assert flag in help_text
