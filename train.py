@@ -51,8 +51,8 @@ DEFAULT_SEED = 42
 # --demo: generated images, small enough for a laptop CPU, still a real grid with real spread.
 DEMO_DATA = Path("data/demo")
 DEMO_LOGDIR = Path("logs/demo")
-DEMO_IMAGE_SIZE = 48
-DEMO_EPOCHS = 8
+DEMO_IMAGE_SIZE = 64  # the generated images' own size
+DEMO_EPOCHS = 10
 DEMO_GRID = ["num_units=256", "dropout=0.1", "optimizer=adam,sgd,rmsprop", "learning_rate=0.001,0.0001"]
 
 TRIAL_FILE = "trial.json"
