@@ -186,8 +186,9 @@ def run_trial(values, settings, train_set, val_set, run_dir, verbose="auto"):
         verbose=verbose,
     )
     history = read_history(run_dir / HISTORY_FILE)
-    if model.stop_training or not history or not all(math.isfinite(row["loss"]) for row in history):
-        raise TrialFailed(f"loss became NaN in epoch {len(history) + 1}")
+    bad = [i for i, row in enumerate(history) if not math.isfinite(row["loss"])]
+    if model.stop_training or bad or not history:
+        raise TrialFailed(f"loss became NaN in epoch {(bad or [len(history)])[0] + 1}")
     last = history[-1]
     metrics = {
         H.METRIC_ACCURACY: last["val_accuracy"],
@@ -444,7 +445,7 @@ def save_best(model, metrics, records, logdir):
 
 
 def run_grid(trials, settings, hparams, logdir, train_set, val_set, verbose):
-    """Run every trial not already finished; return the records of the whole grid and whether it was interrupted."""
+    """Run every trial not already finished; return the records of the whole grid."""
     env = environment()
     finished, todo = [], []
     for values in trials:
@@ -485,7 +486,7 @@ def run_grid(trials, settings, hparams, logdir, train_set, val_set, verbose):
         except KeyboardInterrupt:
             record["status"] = "interrupted"
             write_json(run_dir / TRIAL_FILE, record)
-            return records, True
+            raise
         except Exception as e:  # noqa: BLE001 - one bad trial (NaN, OOM, a bad value) must not end the grid
             record.update(status="failure", error=f"{type(e).__name__}: {e}".splitlines()[0])
             record["traceback"] = traceback.format_exc()
@@ -507,7 +508,7 @@ def run_grid(trials, settings, hparams, logdir, train_set, val_set, verbose):
             outcome = f"FAILED: {record['error']}"
         print(f"{label} {describe(values)} -> {outcome} ({minutes(done_times[-1])}, ETA {minutes(eta)})", flush=True)
     write_results(logdir / RESULTS_FILE, records, hparams)
-    return records, False
+    return records
 
 
 # ----------------------------------------------------------------------------- command line
@@ -544,19 +545,24 @@ def parse_args(argv):
     for flag in ("image_size", "batch_size", "epochs", "steps_per_epoch"):
         if getattr(args, flag) is not None and getattr(args, flag) < 1:
             parser.error(f"--{flag.replace('_', '-')} must be a positive whole number")
+    # --demo changes the defaults, not what the user set explicitly.
+    args.data = args.data or (DEMO_DATA if args.demo else DEFAULT_DATA)
+    args.logdir = args.logdir or (DEMO_LOGDIR if args.demo else DEFAULT_LOGDIR)
+    args.image_size = args.image_size or (DEMO_IMAGE_SIZE if args.demo else DEFAULT_IMAGE_SIZE)
+    args.epochs = args.epochs or (DEMO_EPOCHS if args.demo else DEFAULT_EPOCHS)
+    args.grid = (DEMO_GRID if args.demo else []) + args.grid
     return args
 
 
-def make_settings(args, data_dir, train_set):
+def make_settings(args, train_images):
     gpu = bool(tf.config.list_physical_devices("GPU"))
-    image_size = args.image_size or (DEMO_IMAGE_SIZE if args.demo else DEFAULT_IMAGE_SIZE)
     return Settings(
-        data=str(data_dir.resolve()),
-        data_fingerprint=data_fingerprint(data_dir),
-        image_size=image_size,
+        data=str(args.data.resolve()),
+        data_fingerprint=data_fingerprint(args.data),
+        image_size=args.image_size,
         batch_size=args.batch_size,
-        epochs=args.epochs or (DEMO_EPOCHS if args.demo else DEFAULT_EPOCHS),
-        steps_per_epoch=args.steps_per_epoch or math.ceil(len(train_set) / args.batch_size),
+        epochs=args.epochs,
+        steps_per_epoch=args.steps_per_epoch or math.ceil(train_images / args.batch_size),
         seed=args.seed,
         deterministic=args.deterministic,
         # Op determinism switches XLA off anyway; say so in the settings rather than pretend.
@@ -566,51 +572,49 @@ def make_settings(args, data_dir, train_set):
 
 
 def main(argv=None):
-    """Run the grid; exit code 0 when every trial succeeded, 1 when one failed, 2 for a usage error."""
+    """Run the grid; exit code 0 when every trial succeeded, 1 when one failed, 2 for a usage
+    error, 130 when interrupted (rerun the same command to resume)."""
     args = parse_args(argv)
     try:
         return _main(args)
     except (UsageError, H.GridError, data_split.SplitError) as e:
         print(f"train.py: error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("\nInterrupted. Finished trials are saved and an interrupted one resumes from its last "
+              "completed epoch: rerun the same command to continue.", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 def _main(args):
-    hparams = H.override(H.HPARAMS, (DEMO_GRID if args.demo else []) + args.grid)
+    hparams = H.override(H.HPARAMS, args.grid)
     trials = H.expand_grid(hparams)
-    logdir = args.logdir or (DEMO_LOGDIR if args.demo else DEFAULT_LOGDIR)
-    data_dir = args.data or (DEMO_DATA if args.demo else DEFAULT_DATA)
     if args.demo:
-        data_split.prepare_demo(data_dir)
-    check_data(data_dir)
+        data_split.prepare_demo(args.data)
+    check_data(args.data)
 
-    lock = lock_logdir(logdir)
-    if args.restart and (moved := move_aside(logdir)):
+    lock = lock_logdir(args.logdir)
+    if args.restart and (moved := move_aside(args.logdir)):
         print(f"Earlier results moved to {moved}")
 
     if args.deterministic:
         tf.config.experimental.enable_op_determinism()
-    image_size = args.image_size or (DEMO_IMAGE_SIZE if args.demo else DEFAULT_IMAGE_SIZE)
     t0 = time.monotonic()
-    train_set, val_set = load_data(data_dir, image_size)
-    settings = make_settings(args, data_dir, train_set)
-    print(f"Decoded {len(train_set)} training and {len(val_set)} validation images at {image_size}x{image_size} "
-          f"in {time.monotonic() - t0:.1f} s (once for all {len(trials)} trials). "
+    train_set, val_set = load_data(args.data, args.image_size)
+    settings = make_settings(args, len(train_set))
+    print(f"Decoded {len(train_set)} training and {len(val_set)} validation images at "
+          f"{args.image_size}x{args.image_size} in {time.monotonic() - t0:.1f} s (once for all {len(trials)} trials). "
           f"XLA {'on' if settings.xla else 'off'}, mixed precision {'on' if settings.mixed_precision else 'off'}.")
-    prepare_logdir(logdir, settings, hparams)
+    prepare_logdir(args.logdir, settings, hparams)
 
-    records, interrupted = run_grid(trials, settings, hparams, logdir, train_set, val_set, 0 if args.quiet else "auto")
+    records = run_grid(trials, settings, hparams, args.logdir, train_set, val_set, 0 if args.quiet else "auto")
     lock.close()
-    if interrupted:
-        print(f"\nInterrupted. Finished trials are saved and the current one resumes from its last completed epoch: "
-              f"rerun the same command to continue.", file=sys.stderr)
-        return EXIT_INTERRUPTED
     print_table(records)
     failed = [r for r in records if r["status"] != "success"]
-    print(f"\n{len(records) - len(failed)} of {len(records)} trials succeeded; results in {logdir / RESULTS_FILE}")
+    print(f"\n{len(records) - len(failed)} of {len(records)} trials succeeded; results in {args.logdir / RESULTS_FILE}")
     if failed:
         print(f"{len(failed)} failed: " + "; ".join(f"{r['name']} ({r['error']})" for r in failed))
-    print(f"See them all:  tensorboard --logdir {logdir}")
+    print(f"See them all:  tensorboard --logdir {args.logdir}")
     return EXIT_TRIAL_FAILED if failed else 0
 
 
