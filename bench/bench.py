@@ -411,7 +411,7 @@ def main(argv=None):
     try:
         import scipy  # noqa: F401 - the legacy ImageDataGenerator warps with scipy.ndimage
     except ImportError:
-        raise SystemExit("bench.py: error: the tutorial's ImageDataGenerator needs scipy: pip install -e '.[bench]'")
+        raise SystemExit("bench.py: error: the tutorial's ImageDataGenerator needs scipy: pip install -e '.[bench]'") from None
     try:
         with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
             return _main(args, Path(tmp))
@@ -460,7 +460,6 @@ def _main(args, workdir):
         tutorial=lambda: train_rate(their_model, gen_train, args.batch_size, args.warmup, args.steps,
                                     steps_per_epoch=len(gen_train)),
     )
-    del ours_model, their_model
 
     print("Timing the per-trial fixed cost ...", flush=True)
     report["fixed_cost"] = {

@@ -112,7 +112,7 @@ def test_failing_trials_are_recorded_and_the_grid_goes_on(dataset, tmp_path, ten
 
     records = {p.parent.name: json.loads(p.read_text()) for p in logdir.glob("*/trial.json")}
     assert len(records) == 6
-    for name, record in records.items():
+    for record in records.values():
         if record["hparams"]["optimizer"] == "rmsprop":
             assert record["status"] == "failure" and "simulated out of memory" in record["error"]
         elif record["hparams"]["optimizer"] == "sgd" and record["hparams"]["learning_rate"] == 1e12:
