@@ -19,6 +19,7 @@ import tensorflow as tf
 import keras
 
 CLASS_NAMES = ("cats", "dogs")
+IMAGE_SUFFIXES = (".bmp", ".gif", ".jpeg", ".jpg", ".png")  # what image_dataset_from_directory reads
 
 # The tutorial's ImageDataGenerator(rotation_range=45, width_shift_range=.15,
 # height_shift_range=.15, zoom_range=0.3, horizontal_flip=True).

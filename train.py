@@ -297,7 +297,7 @@ def data_fingerprint(data_dir):
     return digest.hexdigest()
 
 
-def check_data(data_dir, demo_hint=True):
+def check_data(data_dir):
     """Refuse, with what to do, a data folder train.py cannot read."""
     hint = f"run `python data_split.py --source PATH --dest {data_dir}` first, or `python train.py --demo`"
     if not (data_dir / "train").is_dir():
@@ -311,7 +311,7 @@ def check_data(data_dir, demo_hint=True):
                 f"(found: {', '.join(found) or 'nothing'}): {hint}"
             )
         for cls in data_split.CLASS_DIRS:
-            if not any(p.is_file() for p in (split_dir / cls).iterdir()):
+            if not any(p.suffix.lower() in pipeline.IMAGE_SUFFIXES for p in (split_dir / cls).iterdir()):
                 raise UsageError(f"{split_dir / cls} holds no images: {hint}")
 
 
@@ -468,11 +468,12 @@ def run_grid(trials, settings, hparams, logdir, train_set, val_set, verbose):
         run_dir.mkdir(exist_ok=True)
         label = f"[{len(finished) + k}/{len(trials)}]"
         print(f"\n{label} {describe(values)}", flush=True)
+        earlier = read_json(run_dir / TRIAL_FILE)  # an interrupted attempt of this trial, if any
         record = {
             "name": name, "hparams": values, "status": "running", "settings": asdict(settings),
             "seed": settings.seed, "command": shlex.join([sys.executable] + sys.argv), "environment": env,
             "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-            "metrics": {}, "error": None,
+            "metrics": {}, "error": None, "attempts": (earlier or {}).get("attempts", 0) + 1,
         }
         write_json(run_dir / TRIAL_FILE, record)
         write_session(run_dir, values, name)

@@ -85,6 +85,7 @@ def test_interrupted_grid_resumes_where_it_stopped(dataset, tmp_path, tensorboar
     resumed = json.loads((logdir / NAMES[1] / "trial.json").read_text())
     assert resumed["status"] == "success"
     assert resumed["resumed_from_epoch"] >= 1  # continued, not restarted from epoch 0
+    assert resumed["attempts"] == 2
     assert epochs_logged(logdir / NAMES[1]) == list(range(EPOCHS))
     assert not (logdir / NAMES[1] / "backup").exists()
 
