@@ -9,8 +9,9 @@ Augmentation follows the tutorial's ImageDataGenerator settings (rotation up to 
 width/height shift 0.15, zoom 0.3, horizontal flip, bilinear sampling, nearest fill) but costs one
 `ImageProjectiveTransformV3` call per batch: all four transforms are composed into one affine
 matrix per image. Keras' RandomRotation/RandomTranslation/RandomZoom would warp each batch three
-times and, inside a model, switch XLA off for the whole model, so the transform runs in the
-tf.data pipeline instead, in parallel with training and prefetched.
+times and, inside a model, switch XLA off for the whole model. On a CPU the transform runs in
+the tf.data pipeline, in parallel with training and prefetched; on a GPU it runs on the GPU as the
+model's first layer (`RandomAffine`), written so that XLA can compile it with the rest of the step.
 """
 
 import math
@@ -112,6 +113,63 @@ def augment(images, seed):
         fill_mode="NEAREST",
     )
     return tf.cast(tf.clip_by_value(tf.round(warped), 0, 255), tf.uint8)
+
+
+def warp(images, transforms):
+    """Pure-TensorFlow twin of `augment`'s ImageProjectiveTransformV3 call (affine transforms,
+    bilinear sampling, nearest fill) for float images (B, H, W, C).
+
+    XLA has no kernel for ImageProjectiveTransformV3, so where the warp runs inside the
+    XLA-compiled training step (RandomAffine, on a GPU) it is written with gathers instead.
+    """
+    shape = tf.shape(images)
+    batch, height, width, channels = shape[0], shape[1], shape[2], shape[3]
+    ys, xs = tf.meshgrid(tf.range(height, dtype=tf.float32), tf.range(width, dtype=tf.float32), indexing="ij")
+    a0, a1, a2, b0, b1, b2 = (transforms[:, i, None, None] for i in range(6))
+    # Nearest fill: a sample point outside the image takes the closest edge pixel.
+    x = tf.clip_by_value(a0 * xs + a1 * ys + a2, 0.0, tf.cast(width - 1, tf.float32))
+    y = tf.clip_by_value(b0 * xs + b1 * ys + b2, 0.0, tf.cast(height - 1, tf.float32))
+    x0, y0 = tf.floor(x), tf.floor(y)
+    wx, wy = (x - x0)[..., None], (y - y0)[..., None]
+    x0, y0 = tf.cast(x0, tf.int32), tf.cast(y0, tf.int32)
+    x1, y1 = tf.minimum(x0 + 1, width - 1), tf.minimum(y0 + 1, height - 1)
+    pixels = tf.reshape(images, [batch, height * width, channels])
+
+    def at(row, col):
+        return tf.reshape(tf.gather(pixels, tf.reshape(row * width + col, [batch, -1]), batch_dims=1), shape)
+
+    top = at(y0, x0) * (1 - wx) + at(y0, x1) * wx
+    bottom = at(y1, x0) * (1 - wx) + at(y1, x1) * wx
+    return top * (1 - wy) + bottom * wy
+
+
+@keras.saving.register_keras_serializable(package="hparam_sweep")
+class RandomAffine(keras.layers.Layer):
+    """The tutorial's augmentation as the model's first layer, for a GPU: one random affine warp
+    per image (`augment_params`), XLA-compatible (`warp`), active only in training.
+
+    Outputs float32 pixels in [0, 255]; at inference it only casts.
+    """
+
+    def __init__(self, seed=None, **kwargs):
+        kwargs.setdefault("dtype", "float32")  # warp exact pixel values even under mixed precision
+        super().__init__(**kwargs)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, images, training=False):
+        images = tf.cast(images, tf.float32)
+        if not training:
+            return images
+        shape = tf.shape(images)
+        size = tf.cast(shape[1], tf.float32), tf.cast(shape[2], tf.float32)
+        return warp(images, augment_params(self.seed_generator.next(), shape[0], *size))
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "seed": self.seed}
 
 
 def _batches(data, order, batch_size):

@@ -86,6 +86,7 @@ class Settings:
     deterministic: bool
     mixed_precision: bool
     xla: bool
+    augment_in_model: bool
 
 
 # ----------------------------------------------------------------------------- the model
@@ -99,12 +100,18 @@ def make_optimizer(name, learning_rate):
     return optimizers[name](learning_rate=learning_rate)
 
 
-def build_model(values, image_size, xla=False):
-    """The tutorial's small CNN, compiled for the trial's hparams. Takes uint8 images."""
+def build_model(values, image_size, xla=False, augment_seed=None):
+    """The tutorial's small CNN, compiled for the trial's hparams. Takes uint8 images.
+
+    With an augment_seed the training augmentation is the model's first layer (for a GPU);
+    otherwise the input pipeline augments.
+    """
     layers = keras.layers
+    augmentation = [] if augment_seed is None else [pipeline.RandomAffine(augment_seed)]
     model = keras.Sequential(
         [
             keras.Input((image_size, image_size, 3), dtype="uint8"),
+            *augmentation,
             layers.Rescaling(1 / 255),
             layers.Conv2D(64, 3, padding="same", activation="relu"),
             layers.MaxPooling2D(),
@@ -165,7 +172,8 @@ def run_trial(values, settings, train_set, val_set, run_dir, verbose="auto"):
     # Set per trial: keras.backend.clear_session() between trials resets the dtype policy.
     keras.mixed_precision.set_global_policy("mixed_float16" if settings.mixed_precision else "float32")
     keras.utils.set_random_seed(settings.seed)  # same seed, same initial weights and dropout masks
-    model = build_model(values, settings.image_size, xla=settings.xla)
+    augment_seed = settings.seed if settings.augment_in_model else None
+    model = build_model(values, settings.image_size, xla=settings.xla, augment_seed=augment_seed)
     first_epoch = _FirstEpoch()
     callbacks = [
         # CSVLogger before BackupAndRestore: a kill between the two repeats an epoch (its row is
@@ -177,7 +185,7 @@ def run_trial(values, settings, train_set, val_set, run_dir, verbose="auto"):
         first_epoch,
     ]
     model.fit(
-        pipeline.train_dataset(train_set, settings.batch_size, settings.seed),
+        pipeline.train_dataset(train_set, settings.batch_size, settings.seed, augmented=not settings.augment_in_model),
         steps_per_epoch=settings.steps_per_epoch,
         epochs=settings.epochs,
         validation_data=pipeline.validation_dataset(val_set, settings.batch_size),
@@ -539,6 +547,9 @@ def parse_args(argv):
                         help="compile each model with XLA (default: on with a GPU, off on CPU)")
     parser.add_argument("--mixed-precision", action=argparse.BooleanOptionalAction,
                         help="float16 compute with float32 weights (default: on with a GPU, off on CPU)")
+    parser.add_argument("--augment-in-model", action=argparse.BooleanOptionalAction,
+                        help="augment on the accelerator, as the model's first layer, instead of in the input "
+                        "pipeline (default: on with a GPU, off on CPU)")
     parser.add_argument("--restart", action="store_true",
                         help="start the grid over; earlier results in --logdir are moved to a dated folder beside it")
     parser.add_argument("--quiet", action="store_true", help="no Keras per-epoch progress, only a line per trial")
@@ -569,6 +580,7 @@ def make_settings(args, train_images):
         # Op determinism switches XLA off anyway; say so in the settings rather than pretend.
         xla=(gpu if args.xla is None else args.xla) and not args.deterministic,
         mixed_precision=gpu if args.mixed_precision is None else args.mixed_precision,
+        augment_in_model=gpu if args.augment_in_model is None else args.augment_in_model,
     )
 
 
@@ -605,7 +617,8 @@ def _main(args):
     settings = make_settings(args, len(train_set))
     print(f"Decoded {len(train_set)} training and {len(val_set)} validation images at "
           f"{args.image_size}x{args.image_size} in {time.monotonic() - t0:.1f} s (once for all {len(trials)} trials). "
-          f"XLA {'on' if settings.xla else 'off'}, mixed precision {'on' if settings.mixed_precision else 'off'}.")
+          f"XLA {'on' if settings.xla else 'off'}, mixed precision {'on' if settings.mixed_precision else 'off'}, "
+          f"augmentation {'in the model' if settings.augment_in_model else 'in the input pipeline'}.")
     prepare_logdir(args.logdir, settings, hparams)
 
     records = run_grid(trials, settings, hparams, args.logdir, train_set, val_set, 0 if args.quiet else "auto")

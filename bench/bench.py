@@ -128,7 +128,7 @@ def prepare_split(data, cap, dest):
 
 def project_inputs(train_set, val_set, args):
     """This project's training and validation datasets, as train.run_trial makes them."""
-    return (pipeline.train_dataset(train_set, args.batch_size, args.seed),
+    return (pipeline.train_dataset(train_set, args.batch_size, args.seed, augmented=not args.augment_in_model),
             pipeline.validation_dataset(val_set, args.batch_size))
 
 
@@ -146,7 +146,8 @@ def tutorial_inputs(split_dir, args):
 
 def project_model(args):
     """The tutorial's trial as train.py builds it: uint8 input, Rescaling as its first layer."""
-    return train.build_model(TUTORIAL_HPARAMS, args.image_size, xla=args.xla)
+    return train.build_model(TUTORIAL_HPARAMS, args.image_size, xla=args.xla,
+                             augment_seed=args.seed if args.augment_in_model else None)
 
 
 def tutorial_model(args):
@@ -157,7 +158,7 @@ def tutorial_model(args):
     Multiplying the generator's output back to uint8 instead would charge the baseline for work
     the tutorial never did.
     """
-    ours = project_model(args)
+    ours = train.build_model(TUTORIAL_HPARAMS, args.image_size, xla=args.xla)  # the generator augments
     model = keras.Sequential([keras.Input((args.image_size, args.image_size, 3)), *ours.layers[1:]])
     model.compile_from_config(ours.get_compile_config())
     return model
@@ -253,7 +254,8 @@ def run_grid(split_dir, logdir, args):
     argv = ["--data", str(split_dir), "--logdir", str(logdir), "--image-size", str(args.image_size),
             "--batch-size", str(args.batch_size), "--epochs", str(args.grid_epochs), "--seed", str(args.seed),
             "--quiet", "--xla" if args.xla else "--no-xla",
-            "--mixed-precision" if args.mixed_precision else "--no-mixed-precision"]
+            "--mixed-precision" if args.mixed_precision else "--no-mixed-precision",
+            "--augment-in-model" if args.augment_in_model else "--no-augment-in-model"]
     if args.grid_steps:
         argv += ["--steps-per-epoch", str(args.grid_steps)]
     for spec in args.grid:
@@ -272,7 +274,8 @@ def compare_precision(train_set, val_set, args):
     results = {}
     for label, fast in (("float32", False), ("xla+mixed_float16", True)):
         fresh_session(fast, args.seed)
-        model = train.build_model(TUTORIAL_HPARAMS, args.image_size, xla=fast)
+        model = train.build_model(TUTORIAL_HPARAMS, args.image_size, xla=fast,
+                                  augment_seed=args.seed if args.augment_in_model else None)
         train_data, val_data = project_inputs(train_set, val_set, args)
         rate = train_rate(model, train_data, args.batch_size, args.warmup, args.compare_steps)
         metrics = model.evaluate(val_data, verbose=0, return_dict=True)
@@ -312,7 +315,9 @@ def print_report(r):
     s, a, b, c, d = r["settings"], r["input"], r["train"], r["fixed_cost"], r["grid"]
     print(f"\nBench: {s['train_images']} training / {s['validation_images']} validation images at "
           f"{s['image_size']}x{s['image_size']}, batch {s['batch_size']}, XLA {'on' if s['xla'] else 'off'}, "
-          f"mixed precision {'on' if s['mixed_precision'] else 'off'}; {r['machine']['device']}")
+          f"mixed precision {'on' if s['mixed_precision'] else 'off'}, "
+          f"augmentation {'in the model' if s.get('augment_in_model') else 'in the input pipeline'}; "
+          f"{r['machine']['device']}")
     print(f"{'':38}{'this project':>14}{'tutorial':>12}{'ratio':>9}")
     for label, ours, theirs in (("training input, images/s", a["project"], a["tutorial"]),
                                 ("validation input, images/s", a["project_validation"], a["tutorial_validation"]),
@@ -383,6 +388,9 @@ def parse_args(argv):
                         help="compile the models with XLA (default: on with a GPU, off on CPU, as train.py)")
     parser.add_argument("--mixed-precision", action=argparse.BooleanOptionalAction,
                         help="float16 compute with float32 weights (default: on with a GPU, off on CPU, as train.py)")
+    parser.add_argument("--augment-in-model", action=argparse.BooleanOptionalAction,
+                        help="augment in the model on the accelerator, not in the input pipeline "
+                             "(default: on with a GPU, off on CPU, as train.py)")
     parser.add_argument("--compare-precision", action="store_true",
                         help="also train briefly in float32 without XLA and with XLA + mixed precision, "
                              "and report both validation accuracies (meant for a GPU)")
@@ -398,6 +406,7 @@ def parse_args(argv):
             setattr(args, name, value)
     args.xla = gpu if args.xla is None else args.xla
     args.mixed_precision = gpu if args.mixed_precision is None else args.mixed_precision
+    args.augment_in_model = gpu if args.augment_in_model is None else args.augment_in_model
     try:
         H.override(H.HPARAMS, args.grid)
     except H.GridError as e:
@@ -432,7 +441,8 @@ def _main(args, workdir):
     report["settings"] = {
         "data": str(args.data.resolve()), "split": "own folders" if split_dir == args.data else "80/20 symlinks",
         "train_images": len(train_set), "validation_images": len(val_set), "image_size": args.image_size,
-        "batch_size": args.batch_size, "xla": args.xla, "mixed_precision": args.mixed_precision, "seed": args.seed,
+        "batch_size": args.batch_size, "xla": args.xla, "mixed_precision": args.mixed_precision,
+        "augment_in_model": args.augment_in_model, "seed": args.seed,
         "rounds": args.rounds, "input_batches": args.input_batches, "warmup": args.warmup, "steps": args.steps,
         "tutorial_hparams": TUTORIAL_HPARAMS, "tutorial_augmentation": TUTORIAL_AUGMENTATION,
     }

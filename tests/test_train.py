@@ -240,3 +240,39 @@ def test_mixed_precision_holds_for_every_trial(dataset, tmp_path):
         train.keras.mixed_precision.set_global_policy("float32")
     policies = [json.loads(p.read_text())["dtype_policy"] for p in logdir.glob("*/trial.json")]
     assert policies == ["mixed_float16", "mixed_float16"]
+
+
+def test_warp_matches_the_input_pipelines_transform():
+    """RandomAffine's XLA-compatible warp samples exactly as ImageProjectiveTransformV3 does."""
+    images = tf.constant(np.random.default_rng(0).integers(0, 256, (16, 20, 28, 3)), tf.float32)
+    transforms = pipeline.augment_params(tf.constant([3, 4], tf.int64), 16, 20.0, 28.0)
+    reference = tf.raw_ops.ImageProjectiveTransformV3(
+        images=images, transforms=transforms, output_shape=[20, 28], fill_value=0.0,
+        interpolation="BILINEAR", fill_mode="NEAREST")
+    ours = tf.function(pipeline.warp, jit_compile=True)(images, transforms)
+    assert np.abs(ours.numpy() - reference.numpy()).max() < 0.01
+
+
+def test_augmentation_in_the_model_trains_under_xla_and_only_when_training(tmp_path):
+    values = {"num_units": 8, "dropout": 0.1, "optimizer": "adam", "learning_rate": 0.01}
+    model = train.build_model(values, 24, xla=True, augment_seed=7)
+    assert model.jit_compile is True
+    augmentation = model.layers[0]
+    assert isinstance(augmentation, pipeline.RandomAffine)
+    x = tf.constant(np.random.default_rng(1).integers(0, 256, (8, 24, 24, 3)), tf.uint8)
+    assert np.array_equal(augmentation(x, training=False).numpy(), tf.cast(x, tf.float32).numpy())
+    first, second = augmentation(x, training=True), augmentation(x, training=True)
+    assert not np.array_equal(first.numpy(), second.numpy())  # fresh transforms every step
+    history = model.fit(x, tf.one_hot(np.arange(8) % 2, 2), epochs=2, verbose=0)
+    assert all(math.isfinite(v) for v in history.history["loss"])
+    model.save(tmp_path / "m.keras")  # the best trial's model must load again with its layer
+    restored = train.keras.models.load_model(tmp_path / "m.keras")
+    assert np.allclose(restored.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
+
+
+def test_grid_with_augmentation_in_the_model(dataset, tmp_path):
+    logdir = tmp_path / "logs"
+    grid = ["--grid", "num_units=8", "--grid", "dropout=0.1", "--grid", "optimizer=adam", "--grid", "learning_rate=0.01"]
+    assert train.main(["--data", str(dataset), "--logdir", str(logdir), *FAST, *grid, "--augment-in-model"]) == 0
+    (record,) = [json.loads(p.read_text()) for p in logdir.glob("*/trial.json")]
+    assert record["status"] == "success" and record["settings"]["augment_in_model"] is True
