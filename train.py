@@ -543,13 +543,7 @@ def parse_args(argv):
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seeds Python, NumPy, TensorFlow, data order and augmentation")
     parser.add_argument("--deterministic", action="store_true",
                         help="bitwise-reproducible metrics (TensorFlow op determinism; slower, turns XLA off)")
-    parser.add_argument("--xla", action=argparse.BooleanOptionalAction,
-                        help="compile each model with XLA (default: on with a GPU, off on CPU)")
-    parser.add_argument("--mixed-precision", action=argparse.BooleanOptionalAction,
-                        help="float16 compute with float32 weights (default: on with a GPU, off on CPU)")
-    parser.add_argument("--augment-in-model", action=argparse.BooleanOptionalAction,
-                        help="augment on the accelerator, as the model's first layer, instead of in the input "
-                        "pipeline (default: on with a GPU, off on CPU)")
+    add_device_flags(parser)
     parser.add_argument("--restart", action="store_true",
                         help="start the grid over; earlier results in --logdir are moved to a dated folder beside it")
     parser.add_argument("--quiet", action="store_true", help="no Keras per-epoch progress, only a line per trial")
@@ -563,11 +557,33 @@ def parse_args(argv):
     args.image_size = args.image_size or (DEMO_IMAGE_SIZE if args.demo else DEFAULT_IMAGE_SIZE)
     args.epochs = args.epochs or (DEMO_EPOCHS if args.demo else DEFAULT_EPOCHS)
     args.grid = (DEMO_GRID if args.demo else []) + args.grid
+    resolve_device_flags(args)
     return args
 
 
-def make_settings(args, train_images):
+DEVICE_FLAGS = {
+    "xla": "compile each model with XLA",
+    "mixed_precision": "float16 compute with float32 weights",
+    "augment_in_model": "augment on the accelerator, as the model's first layer, instead of in the input pipeline",
+}
+
+
+def add_device_flags(parser):
+    """--xla, --mixed-precision, --augment-in-model and their --no- forms."""
+    for name, text in DEVICE_FLAGS.items():
+        parser.add_argument(f"--{name.replace('_', '-')}", action=argparse.BooleanOptionalAction,
+                            help=f"{text} (default: on with a GPU, off on CPU)")
+
+
+def resolve_device_flags(args):
+    """Device flags the user left unset are on with a GPU and off on CPU."""
     gpu = bool(tf.config.list_physical_devices("GPU"))
+    for name in DEVICE_FLAGS:
+        if getattr(args, name) is None:
+            setattr(args, name, gpu)
+
+
+def make_settings(args, train_images):
     return Settings(
         data=str(args.data.resolve()),
         data_fingerprint=data_fingerprint(args.data),
@@ -578,9 +594,9 @@ def make_settings(args, train_images):
         seed=args.seed,
         deterministic=args.deterministic,
         # Op determinism switches XLA off anyway; say so in the settings rather than pretend.
-        xla=(gpu if args.xla is None else args.xla) and not args.deterministic,
-        mixed_precision=gpu if args.mixed_precision is None else args.mixed_precision,
-        augment_in_model=gpu if args.augment_in_model is None else args.augment_in_model,
+        xla=args.xla and not args.deterministic,
+        mixed_precision=args.mixed_precision,
+        augment_in_model=args.augment_in_model,
     )
 
 

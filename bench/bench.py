@@ -384,13 +384,7 @@ def parse_args(argv):
                        ("grid_steps", "steps per epoch of the timed grid"),
                        ("compare_steps", "training steps of each --compare-precision run")):
         parser.add_argument(f"--{name.replace('_', '-')}", type=positive, help=f"{text} {per_device(name)}")
-    parser.add_argument("--xla", action=argparse.BooleanOptionalAction,
-                        help="compile the models with XLA (default: on with a GPU, off on CPU, as train.py)")
-    parser.add_argument("--mixed-precision", action=argparse.BooleanOptionalAction,
-                        help="float16 compute with float32 weights (default: on with a GPU, off on CPU, as train.py)")
-    parser.add_argument("--augment-in-model", action=argparse.BooleanOptionalAction,
-                        help="augment in the model on the accelerator, not in the input pipeline "
-                             "(default: on with a GPU, off on CPU, as train.py)")
+    train.add_device_flags(parser)
     parser.add_argument("--compare-precision", action="store_true",
                         help="also train briefly in float32 without XLA and with XLA + mixed precision, "
                              "and report both validation accuracies (meant for a GPU)")
@@ -404,9 +398,7 @@ def parse_args(argv):
     for name, value in (GPU_DEFAULTS if gpu else CPU_DEFAULTS).items():
         if getattr(args, name) is None:
             setattr(args, name, value)
-    args.xla = gpu if args.xla is None else args.xla
-    args.mixed_precision = gpu if args.mixed_precision is None else args.mixed_precision
-    args.augment_in_model = gpu if args.augment_in_model is None else args.augment_in_model
+    train.resolve_device_flags(args)
     try:
         H.override(H.HPARAMS, args.grid)
     except H.GridError as e:
