@@ -222,10 +222,6 @@ def write_json(path, obj):
     os.replace(tmp, path)
 
 
-def read_json(path):
-    return json.loads(path.read_text()) if path.exists() else None
-
-
 def write_session(run_dir, values, name, status=None, metrics=None):
     """Write the HParams session start, or its end with a status and the summary metrics.
 
@@ -345,7 +341,7 @@ def hparam_domains(hparams):
 def prepare_logdir(logdir, settings, hparams):
     """Create or check the experiment: its settings must match, its hparams_config is current."""
     logdir.mkdir(parents=True, exist_ok=True)
-    recorded = read_json(logdir / EXPERIMENT_FILE)
+    recorded = data_split.read_json(logdir / EXPERIMENT_FILE)
     current = {"settings": asdict(settings), "domains": hparam_domains(hparams)}
     if recorded and recorded["settings"] != current["settings"]:
         changed = [
@@ -457,7 +453,7 @@ def run_grid(trials, settings, hparams, logdir, train_set, val_set, verbose):
     env = environment()
     finished, todo = [], []
     for values in trials:
-        record = read_json(logdir / trial_name(values) / TRIAL_FILE)
+        record = data_split.read_json(logdir / trial_name(values) / TRIAL_FILE)
         if record and record["status"] in FINISHED and record["settings"] == asdict(settings):
             finished.append(record)
         else:
@@ -476,7 +472,7 @@ def run_grid(trials, settings, hparams, logdir, train_set, val_set, verbose):
         run_dir.mkdir(exist_ok=True)
         label = f"[{len(finished) + k}/{len(trials)}]"
         print(f"\n{label} {describe(values)}", flush=True)
-        earlier = read_json(run_dir / TRIAL_FILE)  # an interrupted attempt of this trial, if any
+        earlier = data_split.read_json(run_dir / TRIAL_FILE)  # an interrupted attempt of this trial, if any
         record = {
             "name": name, "hparams": values, "status": "running", "settings": asdict(settings),
             "seed": settings.seed, "command": shlex.join([sys.executable] + sys.argv), "environment": env,

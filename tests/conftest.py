@@ -1,7 +1,12 @@
 """Shared fixtures: tiny generated datasets in the layout data_split.py writes."""
 
+import json
 import os
+import socket
+import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -39,9 +44,6 @@ class TensorBoardAPI:
     STATUSES = ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"]
 
     def __init__(self, logdir):
-        import socket
-        import subprocess
-
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
@@ -52,9 +54,6 @@ class TensorBoardAPI:
         )
 
     def post(self, route, body):
-        import json
-        import urllib.request
-
         request = urllib.request.Request(
             f"http://127.0.0.1:{self.port}/data/plugin/hparams/{route}",
             data=json.dumps(body).encode(), headers={"Content-Type": "application/json"},
@@ -71,8 +70,6 @@ class TensorBoardAPI:
 
     def wait_for(self, sessions, timeout=120):
         """Session groups once TensorBoard has loaded `sessions` of them, all with an end status."""
-        import time
-
         deadline = time.monotonic() + timeout
         groups = []
         while time.monotonic() < deadline:
