@@ -31,7 +31,6 @@ import hashlib
 import io
 import json
 import os
-import random
 import re
 import shutil
 import stat
@@ -47,13 +46,11 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Callable
 
-import numpy as np
-from PIL import Image, ImageDraw, ImageFilter, ImageOps
+from PIL import Image, ImageOps
 
-CLASS_DIRS = ("cats", "dogs")  # folder names under each split; Keras labels them 0 and 1 in this order
+from common import CLASS_DIRS, MANIFEST, SPLITS, UsageError, read_json
+
 LABELS = ("cat", "dog")  # label per class, in CLASS_DIRS order
-SPLITS = ("train", "validation")
-MANIFEST = "manifest.csv"
 REJECTED = "rejected.csv"
 SPLIT_JSON = "split.json"
 STAGING = ".split-tmp"  # built here first, moved into place at the end
@@ -71,16 +68,15 @@ DECODE_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP", "TIFF")  # JPEG also open
 FOLDER_LABELS = {"cat": "cat", "cats": "cat", "dog": "dog", "dogs": "dog"}
 NAME_LABEL = re.compile(r"^(cat|dog)s?[._\- ]", re.IGNORECASE)  # cat.12.jpg, Dog_3.png
 EXIF_ORIENTATION = 0x0112
-DEMO_VERSION = 1  # bump when the drawing changes, so cached demo images are redrawn
 
 
-class SplitError(Exception):
+class SplitError(UsageError):
     """A user mistake or unusable input: main() prints the message on one line and exits 2."""
 
 
 @dataclass(frozen=True)
 class Config:
-    """What one split run needs; built from the command line or by prepare_demo."""
+    """What one split run needs; built from the command line or by demo.prepare_demo."""
 
     source: Path
     dest: Path
@@ -434,14 +430,6 @@ def place(kept: list[Checked], staging: Path, val_fraction: float, seed: int) ->
 # ---------------------------------------------------------------- DEST state
 
 
-def read_json(path: Path) -> dict | None:
-    """The JSON object in path, or None if it is missing or unreadable."""
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def check_paths(config: Config):
     """Refuse a missing/unusable SOURCE and any overlap between SOURCE and DEST."""
     source, dest = config.source, config.dest
@@ -581,106 +569,6 @@ def _build(config: Config, stack: contextlib.ExitStack, log: Callable[[str], Non
     return 0
 
 
-# ---------------------------------------------------------------- demo data
-
-
-def polygon(cx: float, cy: float, rx: float, ry: float, tilt: float, n: int = 32) -> list[tuple[float, float]]:
-    """Points of an ellipse rotated by tilt radians (PIL cannot draw rotated ellipses)."""
-    t = np.linspace(0, 2 * np.pi, n, endpoint=False)
-    x, y = rx * np.cos(t), ry * np.sin(t)
-    return list(zip(cx + x * np.cos(tilt) - y * np.sin(tilt), cy + x * np.sin(tilt) + y * np.cos(tilt)))
-
-
-def contrasting(rng: random.Random, background: tuple[int, ...]) -> tuple[int, ...]:
-    """A random colour clearly brighter or darker than background, so the outline is visible."""
-    while True:
-        colour = tuple(rng.randrange(256) for _ in range(3))
-        if abs(sum(colour) - sum(background)) > 180:
-            return colour
-
-
-def shade(colour: tuple[int, ...], factor: float) -> tuple[int, ...]:
-    """colour scaled towards black (factor < 1) or white (factor > 1)."""
-    if factor <= 1:
-        return tuple(int(c * factor) for c in colour)
-    return tuple(int(255 - (255 - c) / factor) for c in colour)
-
-
-def draw_pet(label: str, rng: random.Random, size: int) -> Image.Image:
-    """One synthetic RGB image: a cat (round face, pointed ears on top) or a dog (long face, muzzle,
-    floppy dark ears at the sides), at a random place, scale and colour on a noisy, cluttered background."""
-    s = 2 * size  # drawn at twice the size and shrunk, for smooth edges
-    background = tuple(rng.randrange(256) for _ in range(3))
-    image = Image.new("RGB", (s, s), background)
-    draw = ImageDraw.Draw(image)
-    for _ in range(rng.randrange(1, 5)):  # clutter, so that the pet, not the corners, tells the class
-        x, y, w = rng.uniform(0, s), rng.uniform(0, s), rng.uniform(0.1, 0.4) * s
-        draw.rectangle((x - w, y - w / 3, x + w, y + w / 3), fill=shade(background, rng.uniform(0.75, 1.3)))
-    fur = contrasting(rng, background)
-    r = rng.uniform(0.22, 0.28) * s
-    cx, cy = rng.uniform(0.42, 0.58) * s, rng.uniform(0.55, 0.6) * s
-    dot = (20, 20, 20) if sum(fur) > 300 else (235, 235, 235)  # eyes and nose, visible on any fur
-    if label == "cat":
-        for side in (-1, 1):
-            tip = rng.uniform(0.2, 0.26) * np.pi
-            reach = rng.uniform(1.8, 2.0) * r
-            for scale, colour in ((1.0, fur), (0.75, shade(fur, 1.8))):  # the ear and its paler inside
-                base = [(cx + side * r * np.sin(a), cy - r * np.cos(a)) for a in (0.06 * np.pi, 0.38 * np.pi)]
-                apex = (cx + side * reach * scale * np.sin(tip), cy - reach * scale * np.cos(tip))
-                draw.polygon([base[0], apex, base[1]], fill=colour)
-        draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=fur)
-        eye_y, eye_dx, nose_y, nose_r = cy - 0.2 * r, 0.42 * r, cy + 0.25 * r, 0.1 * r
-    else:
-        rx, ry = rng.uniform(0.65, 0.75) * r, rng.uniform(1.2, 1.35) * r
-        draw.ellipse((cx - rx, cy - ry, cx + rx, cy + ry), fill=fur)
-        draw.ellipse((cx - 0.6 * rx, cy + 0.1 * ry, cx + 0.6 * rx, cy + 0.95 * ry), fill=shade(fur, 1.6))  # muzzle
-        ear = shade(fur, rng.uniform(0.35, 0.6))
-        for side in (-1, 1):
-            tilt = side * rng.uniform(0.1, 0.3)
-            draw.polygon(polygon(cx + side * 1.1 * rx, cy + 0.05 * ry, 0.32 * r, 1.05 * r, tilt), fill=ear)
-        eye_y, eye_dx, nose_y, nose_r = cy - 0.35 * ry, 0.4 * rx, cy + 0.35 * ry, 0.2 * r
-    for side in (-1, 1):
-        x = cx + side * eye_dx
-        draw.ellipse((x - 0.1 * r, eye_y - 0.1 * r, x + 0.1 * r, eye_y + 0.1 * r), fill=dot)
-    draw.ellipse((cx - nose_r, nose_y - nose_r * 0.7, cx + nose_r, nose_y + nose_r * 0.7), fill=dot)
-    small = image.resize((size, size), Image.LANCZOS).filter(ImageFilter.GaussianBlur(rng.uniform(0, 0.6)))
-    noise = np.random.default_rng(rng.getrandbits(64)).normal(0, 10, (size, size, 3))
-    return Image.fromarray(np.clip(np.asarray(small) + noise, 0, 255).astype(np.uint8))
-
-
-def draw_demo_images(folder: Path, images_per_class: int, size: int, seed: int):
-    """Write cat.N.jpg and dog.N.jpg into folder, the flat layout of Kaggle's train.zip."""
-    for label in LABELS:
-        for i in range(images_per_class):
-            rng = random.Random(f"{seed}:{label}:{i}")  # string seeds hash the same on every machine
-            draw_pet(label, rng, size).save(folder / f"{label}.{i}.jpg", quality=90)
-
-
-def prepare_demo(dest: Path, images_per_class: int = 200, size: int = 64, seed: int = 0) -> Path:
-    """Make a synthetic cats-vs-dogs set and split it into dest like real data; return dest.
-
-    The raw images live next to dest in `<dest>-source/train/`, outside what --force clears, and
-    are drawn only when missing or made with other arguments, so a repeat call is a quick no-op.
-    """
-    dest = Path(dest).expanduser().resolve()
-    raw = dest.parent / f"{dest.name}-source"
-    wanted = {"version": DEMO_VERSION, "images_per_class": images_per_class, "size": size, "seed": seed}
-    if read_json(raw / "demo.json") != wanted:
-        if raw.exists() and read_json(raw / "demo.json") is None:
-            raise SplitError(f"{raw} exists and is not a demo image folder: move it away")
-        shutil.rmtree(raw, ignore_errors=True)
-        partial = raw.with_name(raw.name + ".partial")  # renamed when complete: no half-drawn set
-        shutil.rmtree(partial, ignore_errors=True)
-        (partial / "train").mkdir(parents=True)
-        draw_demo_images(partial / "train", images_per_class, size, seed)
-        (partial / "demo.json").write_text(json.dumps(wanted) + "\n")
-        partial.rename(raw)
-    source = raw / "train"
-    previous = read_json(dest / SPLIT_JSON) or {}
-    run_split(Config(source=source, dest=dest, force=previous.get("source") == str(source)))
-    return dest
-
-
 # ---------------------------------------------------------------- command line
 
 
@@ -743,7 +631,9 @@ def main(argv: list[str] | None = None) -> int:
         return stop.code
     try:
         if args.demo is not None:
-            prepare_demo(args.demo)
+            import demo  # demo.py splits its images with this module: imported here, not in a cycle
+
+            demo.prepare_demo(args.demo)
             return 0
         config = Config(source=args.source.expanduser().resolve(), dest=args.dest.expanduser().resolve(),
                         val_fraction=args.val_fraction, seed=args.seed, link=args.link, force=args.force,

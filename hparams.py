@@ -10,7 +10,10 @@ The default grid is the TensorBoard HParams tutorial's: 2 x 2 x 3 x 3 = 36 trial
 
 import itertools
 
-from tensorboard.plugins.hparams import api as hp
+# summary_v2 is `hp` without its Keras callback, whose import pulls in TensorFlow (seconds).
+from tensorboard.plugins.hparams import summary_v2 as hp
+
+from common import UsageError
 
 HP_NUM_UNITS = hp.HParam("num_units", hp.Discrete([256, 512]))
 HP_DROPOUT = hp.HParam("dropout", hp.RealInterval(0.1, 0.2))
@@ -43,7 +46,7 @@ METRICS = [
 ]
 
 
-class GridError(ValueError):
+class GridError(UsageError):
     """A `--grid` override that names no hparam or holds a value of the wrong type."""
 
 

@@ -14,12 +14,15 @@ the tf.data pipeline, in parallel with training and prefetched; on a GPU it runs
 model's first layer (`RandomAffine`), written so that XLA can compile it with the rest of the step.
 """
 
+import hashlib
 import math
+
+import keras
 import numpy as np
 import tensorflow as tf
-import keras
 
-CLASS_NAMES = ("cats", "dogs")
+from common import CLASS_DIRS, MANIFEST, SPLITS, UsageError
+
 IMAGE_SUFFIXES = (".bmp", ".gif", ".jpeg", ".jpg", ".png")  # what image_dataset_from_directory reads
 
 # The tutorial's ImageDataGenerator(rotation_range=45, width_shift_range=.15,
@@ -46,13 +49,57 @@ class ImageSet:
         return int(self.labels.shape[0])
 
 
+def check_data(data_dir):
+    """Refuse, with what to do, a data folder the trainer cannot read."""
+    hint = f"run `python data_split.py --source PATH --dest {data_dir}` first, or `python train.py --demo`"
+    if not (data_dir / "train").is_dir():
+        raise UsageError(f"no training data in {data_dir}/train: {hint}")
+    for split in SPLITS:
+        split_dir = data_dir / split
+        found = sorted(p.name for p in split_dir.iterdir() if p.is_dir()) if split_dir.is_dir() else []
+        if found != sorted(CLASS_DIRS):
+            raise UsageError(
+                f"{split_dir} must hold exactly the folders {' and '.join(CLASS_DIRS)}/ "
+                f"(found: {', '.join(found) or 'nothing'}): {hint}"
+            )
+        for cls in CLASS_DIRS:
+            if not any(p.suffix.lower() in IMAGE_SUFFIXES for p in (split_dir / cls).iterdir()):
+                raise UsageError(f"{split_dir / cls} holds no images: {hint}")
+
+
+def data_fingerprint(data_dir):
+    """SHA-256 of data_split.py's manifest, or of the file list and sizes when there is none."""
+    manifest = data_dir / MANIFEST
+    digest = hashlib.sha256()
+    if manifest.exists():
+        digest.update(manifest.read_bytes())
+    else:
+        for path in sorted(p for split in SPLITS for p in (data_dir / split).rglob("*") if p.is_file()):
+            digest.update(f"{path.relative_to(data_dir).as_posix()}\t{path.stat().st_size}\n".encode())
+    return digest.hexdigest()
+
+
+def load_data(data_dir, image_size):
+    """Decode both splits once, into (train, validation) ImageSets that every trial reuses."""
+    sets = []
+    for split in SPLITS:
+        try:
+            sets.append(load_split(data_dir / split, image_size))
+        except tf.errors.InvalidArgumentError as e:
+            raise UsageError(
+                f"an image under {data_dir / split} cannot be decoded ({e.message.splitlines()[0]}): "
+                f"rebuild the folder with data_split.py, which checks every image"
+            ) from None
+    return tuple(sets)
+
+
 def load_split(directory, image_size, batch_size=256):
     """Decode and resize every image under `directory/{cats,dogs}` once, into an ImageSet."""
     ds = keras.utils.image_dataset_from_directory(
         directory,
         labels="inferred",
         label_mode="int",
-        class_names=list(CLASS_NAMES),
+        class_names=list(CLASS_DIRS),
         image_size=(image_size, image_size),
         interpolation="bilinear",
         batch_size=batch_size,
@@ -175,7 +222,7 @@ class RandomAffine(keras.layers.Layer):
 def _batches(data, order, batch_size):
     """Batches of (uint8 images, one-hot labels) gathered from `data` in the given index order."""
     return order.batch(batch_size).map(
-        lambda idx: (tf.gather(data.images, idx), tf.one_hot(tf.gather(data.labels, idx), len(CLASS_NAMES))),
+        lambda idx: (tf.gather(data.images, idx), tf.one_hot(tf.gather(data.labels, idx), len(CLASS_DIRS))),
         num_parallel_calls=tf.data.AUTOTUNE,
     )
 

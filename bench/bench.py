@@ -36,10 +36,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `python bench
 import keras
 import tensorflow as tf
 
-import data_split
+import common
 import hparams as H
 import pipeline
 import train
+import trial
+from model import build_model
 
 # The tutorial's trial: the model every comparison below trains.
 TUTORIAL_HPARAMS = {"num_units": 512, "dropout": 0.2, "optimizer": "adam", "learning_rate": 0.001}
@@ -87,16 +89,16 @@ def split_files(data, cap):
     cat.N.jpg / dog.N.jpg files split 80/20 per class in number order; `cap` limits the total."""
     if (data / "train").is_dir():
         files = {(s, c): sorted(p for p in (data / s / c).iterdir() if p.is_file())
-                 for s in data_split.SPLITS for c in pipeline.CLASS_NAMES}
+                 for s in common.SPLITS for c in common.CLASS_DIRS}
         keep = min(1.0, cap / sum(map(len, files.values()))) if cap else 1.0
         return {key: paths[:max(1, round(len(paths) * keep))] for key, paths in files.items()}
 
-    by_class = {c: [] for c in pipeline.CLASS_NAMES}
+    by_class = {c: [] for c in common.CLASS_DIRS}
     for path in data.iterdir():
         if (m := FLAT_NAME.match(path.name)) and path.is_file():
             by_class[m[1].lower() + "s"].append((int(m[2]), path))
     if not all(by_class.values()):
-        raise train.UsageError(f"{data} holds neither train/ and validation/ folders nor cat.N.jpg and "
+        raise common.UsageError(f"{data} holds neither train/ and validation/ folders nor cat.N.jpg and "
                                f"dog.N.jpg files; point --data at one of those")
     files = {}
     for cls, numbered in by_class.items():
@@ -112,7 +114,7 @@ def prepare_split(data, cap, dest):
     very same files without a byte of the source being copied or changed."""
     split_layout = (data / "train").is_dir()
     if split_layout:
-        train.check_data(data)
+        pipeline.check_data(data)
         if not cap:
             return data
     for (split, cls), paths in split_files(data, cap).items():
@@ -127,7 +129,7 @@ def prepare_split(data, cap, dest):
 
 
 def project_inputs(train_set, val_set, args):
-    """This project's training and validation datasets, as train.run_trial makes them."""
+    """This project's training and validation datasets, as trial.fit makes them."""
     return (pipeline.train_dataset(train_set, args.batch_size, args.seed, augmented=not args.augment_in_model),
             pipeline.validation_dataset(val_set, args.batch_size))
 
@@ -146,7 +148,7 @@ def tutorial_inputs(split_dir, args):
 
 def project_model(args):
     """The tutorial's trial as train.py builds it: uint8 input, Rescaling as its first layer."""
-    return train.build_model(TUTORIAL_HPARAMS, args.image_size, xla=args.xla,
+    return build_model(TUTORIAL_HPARAMS, args.image_size, xla=args.xla,
                              augment_seed=args.seed if args.augment_in_model else None)
 
 
@@ -158,7 +160,7 @@ def tutorial_model(args):
     Multiplying the generator's output back to uint8 instead would charge the baseline for work
     the tutorial never did.
     """
-    ours = train.build_model(TUTORIAL_HPARAMS, args.image_size, xla=args.xla)  # the generator augments
+    ours = build_model(TUTORIAL_HPARAMS, args.image_size, xla=args.xla)  # the generator augments
     model = keras.Sequential([keras.Input((args.image_size, args.image_size, 3)), *ours.layers[1:]])
     model.compile_from_config(ours.get_compile_config())
     return model
@@ -168,7 +170,7 @@ def tutorial_model(args):
 
 
 def fresh_session(mixed_precision, seed):
-    """Clear Keras' global state as train.run_grid does between trials, and reseed. clear_session
+    """Clear Keras' global state as trial.run does between trials, and reseed. clear_session
     also resets the dtype policy to float32, so the precision is set again."""
     keras.backend.clear_session()
     keras.mixed_precision.set_global_policy("mixed_float16" if mixed_precision else "float32")
@@ -274,7 +276,7 @@ def compare_precision(train_set, val_set, args):
     results = {}
     for label, fast in (("float32", False), ("xla+mixed_float16", True)):
         fresh_session(fast, args.seed)
-        model = train.build_model(TUTORIAL_HPARAMS, args.image_size, xla=fast,
+        model = build_model(TUTORIAL_HPARAMS, args.image_size, xla=fast,
                                   augment_seed=args.seed if args.augment_in_model else None)
         train_data, val_data = project_inputs(train_set, val_set, args)
         rate = train_rate(model, train_data, args.batch_size, args.warmup, args.compare_steps)
@@ -294,7 +296,7 @@ def machine():
         cpuinfo = []
     cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), None)
     return {
-        **train.environment(),
+        **trial.environment(),
         "cpu": cpu or platform.processor() or platform.machine(),
         "cpu_cores": os.cpu_count(),
         "gpu": [tf.config.experimental.get_device_details(g).get("device_name", g.name)
@@ -398,7 +400,7 @@ def parse_args(argv):
     for name, value in (GPU_DEFAULTS if gpu else CPU_DEFAULTS).items():
         if getattr(args, name) is None:
             setattr(args, name, value)
-    train.resolve_device_flags(args)
+    train.resolve_device_flags(args, gpu)
     try:
         H.override(H.HPARAMS, args.grid)
     except H.GridError as e:
@@ -416,7 +418,7 @@ def main(argv=None):
     try:
         with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
             return _main(args, Path(tmp))
-    except train.UsageError as e:
+    except common.UsageError as e:
         print(f"bench.py: error: {e}", file=sys.stderr)
         return train.EXIT_USAGE
 
@@ -426,7 +428,7 @@ def _main(args, workdir):
     report = {"machine": machine()}
 
     start = time.perf_counter()
-    train_set, val_set = train.load_data(split_dir, args.image_size)
+    train_set, val_set = pipeline.load_data(split_dir, args.image_size)
     decode_s = time.perf_counter() - start
     n_images = len(train_set) + len(val_set)
     report["decode"] = {"seconds": decode_s, "images": n_images, "images_per_s": n_images / decode_s}
@@ -487,7 +489,7 @@ def _main(args, workdir):
     print_report(report)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        train.write_json(args.json, report)
+        common.write_json(args.json, report)
         print(f"\nAll figures in {args.json}")
     return 0
 

@@ -1,6 +1,8 @@
 """Shared fixtures: tiny generated datasets in the layout data_split.py writes."""
 
+import hashlib
 import json
+import math
 import os
 import socket
 import subprocess
@@ -31,6 +33,21 @@ def write_dataset(root, per_class=(12, 4), size=24, seed=0):
                 pixels[:, half] += 150
                 Image.fromarray(pixels).save(folder / f"{cls[:-1]}.{i}.png")
     return root
+
+
+DIVERGING = 1e12  # a learning rate that the `diverging` fixture makes diverge on every machine
+
+
+@pytest.fixture
+def diverging(monkeypatch):
+    """Trials with learning rate DIVERGING get an infinite one: the first update makes weights inf or
+    NaN (inf * 0), so the next loss is NaN by IEEE arithmetic on any CPU, not by one CPU's rounding
+    (a merely huge rate went NaN on one machine and stayed finite on another)."""
+    import model
+
+    make_optimizer = model.make_optimizer
+    monkeypatch.setattr(model, "make_optimizer", lambda name, rate: make_optimizer(name, math.inf if rate == DIVERGING else rate))
+    return DIVERGING
 
 
 @pytest.fixture
@@ -106,3 +123,11 @@ def metric(values, tag, group=""):
     found = [m["value"] for m in values if m["name"]["tag"] == tag and m["name"].get("group", "") == group]
     assert len(found) == 1, f"metric {group}/{tag} appears {len(found)} times"
     return found[0]
+
+
+def snapshot(folder):
+    """{relative path: (mtime_ns, sha256)} of every file under folder."""
+    return {
+        p.relative_to(folder): (p.stat().st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest())
+        for p in sorted(folder.rglob("*")) if p.is_file()
+    }

@@ -1,0 +1,28 @@
+"""Names and small file helpers shared by the data side (data_split.py, demo.py) and the trainer."""
+
+import json
+import os
+from pathlib import Path
+
+CLASS_DIRS = ("cats", "dogs")  # folder names under each split; Keras labels them 0 and 1 in this order
+SPLITS = ("train", "validation")
+MANIFEST = "manifest.csv"  # data_split.py's record of every kept image; its hash fingerprints the data
+
+
+class UsageError(Exception):
+    """A mistake the user can fix; the entry points print it as one line and exit with code 2."""
+
+
+def read_json(path: Path) -> dict | None:
+    """The JSON object in path, or None if it is missing or unreadable."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def write_json(path: Path, obj) -> None:
+    """Write JSON atomically, so a kill never leaves half a file behind."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)

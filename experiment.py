@@ -1,0 +1,134 @@
+"""The experiment: the logdir as a whole, which the dashboard shows as one HParams experiment.
+
+    LOGDIR/events.out.tfevents*   hparams_config: every hparam's domain and every metric
+    LOGDIR/experiment.json        the settings and domains the trials were run with
+    LOGDIR/results.csv            one row per trial of the current grid, ranked
+    LOGDIR/best_model.keras       the best trial's model
+    LOGDIR/<trial name>/          one run folder per trial (trial.py)
+    LOGDIR/../.<name>.lock        held while a process works on LOGDIR
+
+Only comparable trials share a logdir: a rerun with other settings is refused.
+"""
+
+import contextlib
+import csv
+import datetime
+import fcntl
+import os
+from dataclasses import asdict
+
+import tensorflow as tf
+from tensorboard.plugins.hparams import summary_v2 as hp
+
+import hparams as H
+import trial
+from common import UsageError, read_json, write_json
+
+EXPERIMENT_FILE = "experiment.json"
+RESULTS_FILE = "results.csv"
+BEST_MODEL_FILE = "best_model.keras"
+
+
+def trial_name(values):
+    """Run folder name: readable, stable, and unique per hparam combination."""
+    return ",".join(f"{name}={value}" for name, value in values.items())
+
+
+def hparam_domains(hparams):
+    """The grid's domains as plain JSON, to tell whether the experiment's config changed."""
+    return {h.name: H.grid_values(h) for h in hparams}
+
+
+def prepare(logdir, settings, hparams):
+    """Create or check the experiment: its settings must match, its hparams_config is current."""
+    logdir.mkdir(parents=True, exist_ok=True)
+    recorded = read_json(logdir / EXPERIMENT_FILE)
+    current = {"settings": asdict(settings), "domains": hparam_domains(hparams)}
+    if recorded and recorded["settings"] != current["settings"]:
+        changed = [
+            f"{k} {recorded['settings'].get(k)} -> {v}"
+            for k, v in current["settings"].items()
+            if recorded["settings"].get(k) != v
+        ]
+        raise UsageError(
+            f"{logdir} holds trials run with other settings ({'; '.join(changed)}): their results would "
+            f"not be comparable. Use another --logdir, or --restart to move them aside"
+        )
+    if recorded != current:
+        # The dashboard reads the experiment's domains and metrics from the logdir itself (the
+        # parent of the run directories); a later config there supersedes an earlier one.
+        writer = tf.summary.create_file_writer(str(logdir))
+        with writer.as_default():
+            hp.hparams_config(hparams=hparams, metrics=H.METRICS)
+        writer.close()
+        write_json(logdir / EXPERIMENT_FILE, current)
+
+
+@contextlib.contextmanager
+def locked(logdir):
+    """Hold an exclusive lock on the logdir while the block runs.
+
+    flock locks die with their process, so a crashed or killed run never leaves a stale lock.
+    The lock file sits beside the logdir so that --restart can move the logdir under it.
+    """
+    logdir.parent.mkdir(parents=True, exist_ok=True)
+    with (logdir.parent / f".{logdir.name}.lock").open("a+") as lock_file:
+        try:
+            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock_file.seek(0)
+            owner = lock_file.read().strip() or "another process"
+            raise UsageError(f"{logdir} is in use by {owner}; wait for it to finish or use another --logdir") from None
+        lock_file.seek(0)
+        lock_file.truncate()
+        lock_file.write(f"train.py (pid {os.getpid()})")
+        lock_file.flush()
+        yield
+
+
+def move_aside(logdir):
+    """--restart: move earlier results to a dated sibling folder (never delete them)."""
+    if not logdir.exists() or not any(logdir.iterdir()):
+        return None
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    target = logdir.with_name(f"{logdir.name}-before-{stamp}")
+    logdir.rename(target)
+    return target
+
+
+def reusable_records(logdir, trials, settings):
+    """{name: record} of the trials in logdir that were run with these settings and ended."""
+    records = {}
+    for name in trials:
+        record = trial.load(logdir / name)
+        if record and record["status"] in trial.FINISHED and record["settings"] == asdict(settings):
+            records[name] = record
+    return records
+
+
+def other_trials(logdir, trials):
+    """Names of run folders in logdir that are not trials of this grid."""
+    return {p.name for p in logdir.iterdir() if (p / trial.TRIAL_FILE).exists()} - set(trials)
+
+
+def write_results(logdir, ranked_records, hparams):
+    """results.csv: one row per trial of this grid, in rank order, every hparam, the status and metrics."""
+    path = logdir / RESULTS_FILE
+    columns = ["rank", "run"] + [h.name for h in hparams] + ["status"] + H.SUMMARY_METRICS + ["error"]
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", newline="") as f:
+        writer = csv.DictWriter(f, columns)
+        writer.writeheader()
+        for rank, r in enumerate(ranked_records, 1):
+            writer.writerow(
+                {"rank": rank, "run": r["name"], **r["hparams"], "status": r["status"], **r.get("metrics", {}),
+                 "error": r.get("error") or ""}
+            )
+    os.replace(tmp, path)
+
+
+def save_best(logdir, model):
+    """Keep model as logdir/best_model.keras (written atomically)."""
+    tmp = logdir / "best_model.tmp.keras"
+    model.save(tmp)
+    os.replace(tmp, logdir / BEST_MODEL_FILE)

@@ -1,0 +1,53 @@
+"""The model: the HParams tutorial's small CNN and the optimizers it is tried with.
+
+Edit this file (with hparams.py) to try another architecture: `build_model` is all the trainer
+calls. It takes uint8 images of (image_size, image_size, 3) and returns [P(cat), P(dog)].
+"""
+
+import keras
+
+import hparams as H
+import pipeline
+
+OPTIMIZERS = {"adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD, "rmsprop": keras.optimizers.RMSprop}
+
+
+def make_optimizer(name, learning_rate):
+    """A Keras optimizer by its hparam name."""
+    if name not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {name!r}; known: {', '.join(OPTIMIZERS)}")
+    return OPTIMIZERS[name](learning_rate=learning_rate)
+
+
+def build_model(values, image_size, xla=False, augment_seed=None):
+    """The tutorial's small CNN, compiled for the trial's hparams. Takes uint8 images.
+
+    With an augment_seed the training augmentation is the model's first layer (for a GPU);
+    otherwise the input pipeline augments.
+    """
+    layers = keras.layers
+    augmentation = [] if augment_seed is None else [pipeline.RandomAffine(augment_seed)]
+    model = keras.Sequential(
+        [
+            keras.Input((image_size, image_size, 3), dtype="uint8"),
+            *augmentation,
+            layers.Rescaling(1 / 255),
+            layers.Conv2D(64, 3, padding="same", activation="relu"),
+            layers.MaxPooling2D(),
+            layers.Dropout(values["dropout"]),
+            layers.Conv2D(128, 3, padding="same", activation="relu"),
+            layers.MaxPooling2D(),
+            layers.Dropout(values["dropout"]),
+            layers.Flatten(),
+            layers.Dense(values["num_units"], activation="relu"),
+            # float32 output keeps the softmax and the loss exact under mixed precision.
+            layers.Dense(len(pipeline.CLASS_DIRS), activation="softmax", dtype="float32"),
+        ]
+    )
+    model.compile(
+        optimizer=make_optimizer(values["optimizer"], values["learning_rate"]),
+        loss="categorical_crossentropy",
+        metrics=[H.METRIC_ACCURACY],
+        jit_compile=xla,
+    )
+    return model

@@ -1,0 +1,42 @@
+"""trial.run: one trial in its run folder, continued later at a higher epoch count."""
+
+import pytest
+
+import pipeline
+import trial
+
+VALUES = {"num_units": 8, "dropout": 0.1, "optimizer": "adam", "learning_rate": 0.01}
+
+
+def settings(dataset, epochs=3):
+    return trial.Settings(data=str(dataset), data_fingerprint="test", image_size=24, batch_size=8, epochs=epochs,
+                          steps_per_epoch=2, seed=1, deterministic=False, mixed_precision=False, xla=False,
+                          augment_in_model=False)
+
+
+def test_a_stopped_trial_continues_where_it_stopped(dataset, tmp_path):
+    data = pipeline.load_data(dataset, 24)
+    run_dir = tmp_path / "adam"
+
+    first = trial.run(VALUES, settings(dataset), data, run_dir, epochs=1, verbose=0)
+    assert first["status"] == "success" and first["epochs"] == 1
+    assert (run_dir / trial.BACKUP_DIR).is_dir()  # kept: the trial may be continued
+
+    second = trial.run(VALUES, settings(dataset), data, run_dir, epochs=3, verbose=0)
+    assert second["status"] == "success" and second["epochs"] == 3
+    assert second["resumed_from_epoch"] == 1 and second["attempts"] == 2
+    assert [int(row["epoch"]) for row in trial.read_history(run_dir / trial.HISTORY_FILE)] == [0, 1, 2]
+    assert not (run_dir / trial.BACKUP_DIR).exists()  # reached settings.epochs: nothing left to continue
+    assert trial.load(run_dir) == second
+
+
+def test_a_failing_callback_is_not_the_trials_failure(dataset, tmp_path):
+    """on_success keeps the best model; a full disk there must stop the run, not fail the trial."""
+    data = pipeline.load_data(dataset, 24)
+
+    def disk_full(model, record):
+        raise OSError("No space left on device")
+
+    with pytest.raises(OSError, match="No space left"):
+        trial.run(VALUES, settings(dataset, epochs=1), data, tmp_path / "t", verbose=0, on_success=disk_full)
+    assert trial.load(tmp_path / "t")["status"] == "running"  # not finished: a rerun runs it again
