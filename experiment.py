@@ -39,22 +39,35 @@ def hparam_domains(hparams):
     return {h.name: H.grid_values(h) for h in hparams}
 
 
-def prepare(logdir, settings, hparams):
-    """Create or check the experiment: its settings must match, its hparams_config is current."""
-    logdir.mkdir(parents=True, exist_ok=True)
+def recorded_settings(logdir):
+    """Every (source, settings) that earlier runs left in logdir: experiment.json's and each trial's.
+
+    The trials' own records are read too, so that a deleted or damaged experiment.json can never
+    let trials with other settings mix into this experiment.
+    """
+    found = []
     recorded = read_json(logdir / EXPERIMENT_FILE)
+    if recorded and "settings" in recorded:
+        found.append((EXPERIMENT_FILE, recorded["settings"]))
+    for path in sorted(logdir.glob(f"*/{trial.TRIAL_FILE}")):
+        record = read_json(path)
+        if record and "settings" in record:
+            found.append((path.parent.name, record["settings"]))
+    return found
+
+
+def prepare(logdir, settings, hparams):
+    """Create or check the experiment: earlier trials' settings must match, its hparams_config is current."""
+    logdir.mkdir(parents=True, exist_ok=True)
     current = {"settings": asdict(settings), "domains": hparam_domains(hparams)}
-    if recorded and recorded["settings"] != current["settings"]:
-        changed = [
-            f"{k} {recorded['settings'].get(k)} -> {v}"
-            for k, v in current["settings"].items()
-            if recorded["settings"].get(k) != v
-        ]
-        raise UsageError(
-            f"{logdir} holds trials run with other settings ({'; '.join(changed)}): their results would "
-            f"not be comparable. Use another --logdir, or --restart to move them aside"
-        )
-    if recorded != current:
+    for source, earlier in recorded_settings(logdir):
+        if earlier != current["settings"]:
+            changed = [f"{k} {earlier.get(k)} -> {v}" for k, v in current["settings"].items() if earlier.get(k) != v]
+            raise UsageError(
+                f"{logdir} holds trials run with other settings ({'; '.join(changed) or 'other fields'}, see {source}): "
+                f"their results would not be comparable. Use another --logdir, or --restart to move them aside"
+            )
+    if read_json(logdir / EXPERIMENT_FILE) != current:
         # The dashboard reads the experiment's domains and metrics from the logdir itself (the
         # parent of the run directories); a later config there supersedes an earlier one.
         writer = tf.summary.create_file_writer(str(logdir))
@@ -92,6 +105,10 @@ def move_aside(logdir):
         return None
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     target = logdir.with_name(f"{logdir.name}-before-{stamp}")
+    n = 1
+    while target.exists():  # a second --restart within the same second
+        n += 1
+        target = logdir.with_name(f"{logdir.name}-before-{stamp}-{n}")
     logdir.rename(target)
     return target
 

@@ -161,9 +161,8 @@ def run_trials(trials, settings, hparams, logdir, data, verbose):
         print(f"{len(others)} other trial(s) in {logdir} are not in this grid: left as they are, not ranked.")
 
     def keep_if_best(model, record):
-        best = search.ranked(list(records.values()))[:1]
-        if not best or best[0]["status"] != "success" or \
-                best[0]["metrics"][H.METRIC_ACCURACY] < record["metrics"][H.METRIC_ACCURACY]:
+        # The same order as results.csv, so best_model.keras is always its rank 1.
+        if search.ranked([*records.values(), record])[0] is record:
             experiment.save_best(logdir, model)
 
     done_times = []
@@ -215,11 +214,10 @@ def _main(args):
 
     hparams = H.override(H.HPARAMS, args.grid)
     trials = {experiment.trial_name(values): values for values in H.expand_grid(hparams)}
-    if args.demo:
-        demo.prepare_demo(args.data)
-    pipeline.check_data(args.data)
-
     with experiment.locked(args.logdir):
+        if args.demo:
+            demo.prepare_demo(args.data)
+        pipeline.check_data(args.data)
         if args.restart and (moved := experiment.move_aside(args.logdir)):
             print(f"Earlier results moved to {moved}")
 

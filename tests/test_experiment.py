@@ -1,12 +1,17 @@
 """The logdir as an experiment: which earlier trials a rerun reuses, refused settings, --restart."""
 
 import csv
+import dataclasses
 import json
 
+import pytest
 from conftest import snapshot
 
 import experiment
+import hparams as H
 import train
+import trial
+from common import UsageError, write_json
 
 
 def test_changed_grid_reuses_only_matching_trials(dataset, tmp_path, capsys):
@@ -37,3 +42,60 @@ def test_changed_grid_reuses_only_matching_trials(dataset, tmp_path, capsys):
     assert train.main([*fast, "--grid", "optimizer=adam", "--epochs", "2", "--restart"]) == 0
     moved = [p for p in tmp_path.iterdir() if p.name.startswith("logs-before-")]
     assert len(moved) == 1 and snapshot(moved[0] / adam) == before
+
+
+def settings(**changes):
+    base = trial.Settings(data="/data", data_fingerprint="abc", image_size=24, batch_size=8, epochs=2, steps_per_epoch=3,
+                          seed=42, deterministic=False, mixed_precision=False, xla=False, augment_in_model=False)
+    return dataclasses.replace(base, **changes)
+
+
+@pytest.mark.parametrize("field, value", [("image_size", 32), ("batch_size", 16), ("steps_per_epoch", 4), ("seed", 7),
+                                          ("data_fingerprint", "other data"), ("mixed_precision", True), ("epochs", 3)])
+def test_each_changed_setting_is_refused(tmp_path, field, value):
+    logdir = tmp_path / "logs"
+    experiment.prepare(logdir, settings(), H.HPARAMS)
+    experiment.prepare(logdir, settings(), H.HPARAMS)  # the same settings again: fine
+    with pytest.raises(UsageError, match=f"{field} .* -> {value}.*--restart"):
+        experiment.prepare(logdir, settings(**{field: value}), H.HPARAMS)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "deleted"])
+def test_a_damaged_experiment_record_never_lets_other_settings_in(tmp_path, damage):
+    """The run folders' own records still tell the settings their trials ran with."""
+    logdir = tmp_path / "logs"
+    experiment.prepare(logdir, settings(), H.HPARAMS)
+    (logdir / "some-trial").mkdir()
+    write_json(logdir / "some-trial" / trial.TRIAL_FILE, {"status": "success", "settings": dataclasses.asdict(settings())})
+    path = logdir / experiment.EXPERIMENT_FILE
+    if damage == "truncated":
+        path.write_text(path.read_text()[:20])
+    else:
+        path.unlink()
+    with pytest.raises(UsageError, match="epochs 2 -> 5.*some-trial"):
+        experiment.prepare(logdir, settings(epochs=5), H.HPARAMS)
+    experiment.prepare(logdir, settings(), H.HPARAMS)  # the matching settings rebuild the record
+    assert json.loads(path.read_text())["settings"] == dataclasses.asdict(settings())
+
+
+def test_restart_twice_in_one_second_keeps_both(tmp_path):
+    logdir = tmp_path / "logs"
+    moved = []
+    for i in range(3):
+        logdir.mkdir()
+        (logdir / "results.csv").write_text(f"run {i}\n")
+        moved.append(experiment.move_aside(logdir))
+    assert len(set(moved)) == 3 and not logdir.exists()
+    assert sorted((m / "results.csv").read_text() for m in moved) == ["run 0\n", "run 1\n", "run 2\n"]
+
+
+def test_the_lock_is_released_when_a_run_is_refused(tmp_path):
+    logdir = tmp_path / "logs"
+    with pytest.raises(UsageError):
+        with experiment.locked(logdir):
+            with pytest.raises(UsageError, match="in use by train.py"):
+                with experiment.locked(logdir):
+                    pass
+            raise UsageError("refused")
+    with experiment.locked(logdir):  # free again, without waiting for garbage collection
+        pass

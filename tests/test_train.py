@@ -4,9 +4,10 @@ import csv
 import json
 
 import keras
+import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import metric
+from conftest import metric, snapshot
 
 import demo
 import experiment
@@ -15,7 +16,9 @@ import pipeline
 import train
 import trial
 
-FAST = ["--image-size", "24", "--batch-size", "8", "--epochs", "2", "--steps-per-epoch", "2", "--quiet"]
+# The device flags pinned, so that a machine with a GPU tests this same configuration.
+CPU = ["--no-xla", "--no-mixed-precision", "--no-augment-in-model"]
+FAST = ["--image-size", "24", "--batch-size", "8", "--epochs", "2", "--steps-per-epoch", "2", "--quiet", *CPU]
 SMALL_GRID = ["--grid", "num_units=8,16", "--grid", "dropout=0.1", "--grid", "optimizer=adam,sgd", "--grid", "learning_rate=0.01"]
 
 
@@ -28,7 +31,7 @@ def trial_record(logdir, name):
     return json.loads((logdir / name / "trial.json").read_text())
 
 
-def test_grid_shows_up_in_the_hparams_dashboard(dataset, tmp_path, tensorboard, monkeypatch):
+def test_grid_shows_up_in_the_hparams_dashboard(dataset, tmp_path, tensorboard, monkeypatch, capsys):
     decoded = []
     load_split = pipeline.load_split
     monkeypatch.setattr(pipeline, "load_split", lambda *a, **k: decoded.append(load_split(*a, **k)) or decoded[-1])
@@ -71,7 +74,18 @@ def test_grid_shows_up_in_the_hparams_dashboard(dataset, tmp_path, tensorboard, 
         assert record["settings"]["data_fingerprint"] == pipeline.data_fingerprint(dataset)
     ranks = [float(row[H.METRIC_ACCURACY]) for row in read_results(logdir)]
     assert ranks == sorted(ranks, reverse=True)
-    assert (logdir / experiment.BEST_MODEL_FILE).is_file()
+    assert "━━" not in capsys.readouterr().out  # --quiet: no Keras progress bars
+
+    # best_model.keras is rank 1's model: evaluated on the validation images it gives rank 1's
+    # final metrics, and as the README says it takes uint8 images and returns [P(cat), P(dog)].
+    best = read_results(logdir)[0]
+    model = keras.models.load_model(logdir / experiment.BEST_MODEL_FILE)
+    val_set = pipeline.load_split(dataset / "validation", 24)
+    loss, accuracy = model.evaluate(pipeline.validation_dataset(val_set, 8), verbose=0)
+    assert accuracy == pytest.approx(float(best[H.METRIC_ACCURACY]), abs=1e-6)
+    assert loss == pytest.approx(float(best[H.METRIC_VAL_LOSS]), rel=1e-5)
+    probabilities = model.predict(val_set.images.numpy(), verbose=0)
+    assert probabilities.shape == (8, 2) and np.allclose(probabilities.sum(axis=1), 1, atol=1e-5)
 
 
 def test_nan_trial_is_a_failure_and_the_grid_goes_on(dataset, tmp_path, tensorboard, capsys, diverging):
@@ -90,6 +104,12 @@ def test_nan_trial_is_a_failure_and_the_grid_goes_on(dataset, tmp_path, tensorbo
     assert len(statuses) == 2  # the trial after the failure ran too
     assert all(trial_record(logdir, name)["status"] in trial.FINISHED for name in statuses)
 
+    # A rerun does not retry failed trials: they are reused untouched (a new --logdir retries them).
+    failed = snapshot(logdir / sgd)
+    assert train.main(["--data", str(dataset), "--logdir", str(logdir), *FAST, *grid]) == train.EXIT_TRIAL_FAILED
+    assert "Reusing 2 finished trial(s)" in capsys.readouterr().out
+    assert snapshot(logdir / sgd) == failed
+
 
 def test_demo_flag_uses_generated_data(tmp_path, monkeypatch, capsys):
     calls = []
@@ -102,10 +122,25 @@ def test_demo_flag_uses_generated_data(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(demo, "prepare_demo", fake_prepare)
     monkeypatch.chdir(tmp_path)
-    assert train.main(["--demo", *FAST, "--grid", "optimizer=adam", "--grid", "learning_rate=0.01"]) == 0
+    loud = [flag for flag in FAST if flag != "--quiet"]
+    assert train.main(["--demo", *loud, "--grid", "optimizer=adam", "--grid", "learning_rate=0.01"]) == 0
     assert calls == [train.DEMO_DATA]
     assert (tmp_path / train.DEMO_LOGDIR / "results.csv").exists()
-    assert "tensorboard --logdir logs/demo" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "tensorboard --logdir logs/demo" in out
+    assert "━━" in out  # without --quiet, Keras' progress bars
+
+
+def test_demo_changes_the_defaults_not_what_the_user_set():
+    args = train.parse_args(["--demo"])
+    assert (args.data, args.logdir, args.image_size, args.epochs) == (
+        train.DEMO_DATA, train.DEMO_LOGDIR, train.DEMO_IMAGE_SIZE, train.DEMO_EPOCHS)
+    assert args.grid == train.DEMO_GRID
+    args = train.parse_args(["--demo", "--epochs", "3", "--image-size", "32", "--grid", "optimizer=sgd"])
+    assert (args.epochs, args.image_size, args.grid[-1]) == (3, 32, "optimizer=sgd")
+    plain = train.parse_args([])
+    assert (plain.data, plain.image_size, plain.epochs, plain.grid) == (
+        train.DEFAULT_DATA, train.DEFAULT_IMAGE_SIZE, train.DEFAULT_EPOCHS, [])
 
 
 @pytest.mark.parametrize(
