@@ -4,6 +4,7 @@
     LOGDIR/experiment.json        the settings and domains the trials were run with
     LOGDIR/results.csv            one row per trial of the current grid, ranked
     LOGDIR/best_model.keras       the best trial's model
+    LOGDIR/halving.json           --search halving: each rung's decision
     LOGDIR/<trial name>/          one run folder per trial (trial.py)
     LOGDIR/../.<name>.lock        held while a process works on LOGDIR
 
@@ -26,6 +27,7 @@ from common import UsageError, read_json, write_json
 
 EXPERIMENT_FILE = "experiment.json"
 RESULTS_FILE = "results.csv"
+DECISIONS_FILE = "halving.json"
 BEST_MODEL_FILE = "best_model.keras"
 
 
@@ -56,10 +58,18 @@ def recorded_settings(logdir):
     return found
 
 
-def prepare(logdir, settings, hparams):
-    """Create or check the experiment: earlier trials' settings must match, its hparams_config is current."""
+def prepare(logdir, settings, hparams, search):
+    """Create or check the experiment: earlier trials' settings and the search must match, its
+    hparams_config is current. search is the search's own description (search.Grid.describe())."""
     logdir.mkdir(parents=True, exist_ok=True)
-    current = {"settings": asdict(settings), "domains": hparam_domains(hparams)}
+    current = {"settings": asdict(settings), "domains": hparam_domains(hparams), "search": search}
+    recorded = read_json(logdir / EXPERIMENT_FILE)
+    earlier_search = recorded.get("search", {"search": "grid"}) if recorded else search  # older logdirs: a grid
+    if earlier_search != search:
+        raise UsageError(
+            f"{logdir} holds a search with other settings ({earlier_search} -> {search}): its decisions would not "
+            f"hold. Use another --logdir, or --restart to move it aside"
+        )
     for source, earlier in recorded_settings(logdir):
         if earlier != current["settings"]:
             changed = [f"{k} {earlier.get(k)} -> {v}" for k, v in current["settings"].items() if earlier.get(k) != v]
@@ -67,7 +77,7 @@ def prepare(logdir, settings, hparams):
                 f"{logdir} holds trials run with other settings ({'; '.join(changed) or 'other fields'}, see {source}): "
                 f"their results would not be comparable. Use another --logdir, or --restart to move them aside"
             )
-    if read_json(logdir / EXPERIMENT_FILE) != current:
+    if recorded != current:
         # The dashboard reads the experiment's domains and metrics from the logdir itself (the
         # parent of the run directories); a later config there supersedes an earlier one.
         writer = tf.summary.create_file_writer(str(logdir))
@@ -142,6 +152,14 @@ def write_results(logdir, ranked_records, hparams):
                  "error": r.get("error") or ""}
             )
     os.replace(tmp, path)
+
+
+def write_decisions(logdir, decisions):
+    """halving.json: each rung's epochs, the trials trained to it, who went on and who stopped."""
+    if decisions:
+        write_json(logdir / DECISIONS_FILE, [
+            {"epochs": d.epochs, "trained": d.trained, "promoted": d.promoted, "stopped": d.stopped} for d in decisions
+        ])
 
 
 def save_best(logdir, model):

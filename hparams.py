@@ -29,16 +29,18 @@ METRIC_ACCURACY = "accuracy"  # final validation accuracy: the tutorial's metric
 METRIC_BEST_ACCURACY = "best_val_accuracy"
 METRIC_VAL_LOSS = "val_loss"  # final validation loss
 METRIC_WALL_TIME = "wall_time_s"
+METRIC_EPOCHS = "epochs"  # epochs trained: fewer than --epochs for a trial the halving search stopped
 EPOCH_ACCURACY = "epoch_accuracy"
 EPOCH_LOSS = "epoch_loss"
 
-SUMMARY_METRICS = [METRIC_ACCURACY, METRIC_BEST_ACCURACY, METRIC_VAL_LOSS, METRIC_WALL_TIME]
+SUMMARY_METRICS = [METRIC_ACCURACY, METRIC_BEST_ACCURACY, METRIC_VAL_LOSS, METRIC_WALL_TIME, METRIC_EPOCHS]
 
 METRICS = [
     hp.Metric(METRIC_ACCURACY, display_name="Accuracy (final val)"),
     hp.Metric(METRIC_BEST_ACCURACY, display_name="Best val accuracy"),
     hp.Metric(METRIC_VAL_LOSS, display_name="Val loss (final)"),
     hp.Metric(METRIC_WALL_TIME, display_name="Wall time (s)"),
+    hp.Metric(METRIC_EPOCHS, display_name="Epochs trained"),
     hp.Metric(EPOCH_ACCURACY, group="validation", display_name="Val accuracy (curve)"),
     hp.Metric(EPOCH_LOSS, group="validation", display_name="Val loss (curve)"),
     hp.Metric(EPOCH_ACCURACY, group="train", display_name="Train accuracy (curve)"),

@@ -1,11 +1,18 @@
 """Which trials run, in what order and to how many epochs; and how finished trials rank.
 
 Plain Python over trial records (the dicts trial.run returns and trial.json holds), so it is
-testable without TensorFlow and does not care where trials run. A search is a generator of
-rounds: each round is a list of Tasks that may run in any order or at the same time; the
-runner runs them, updates the records it shares with the search, and asks for the next round.
+testable without TensorFlow and does not care where trials run. A search's `rounds` is a
+generator: each round is a list of Tasks that may run in any order or all at once; the runner
+runs them, puts their records into the dict it shares with the search, and asks for the next.
+Decisions are pure functions of the records, so a rerun after a kill makes the same ones.
+
+Two searches over the same grid of trials:
+- Grid: every trial to `epochs`.
+- Halving (successive halving, Jamieson & Talwalkar 2016): every trial to the first rung, then
+  only the best 1/rate of them to the next rung, and so on; the last rung is `epochs`.
 """
 
+import math
 from dataclasses import dataclass
 
 import hparams as H
@@ -20,28 +27,132 @@ class Task:
     epochs: int
 
 
+@dataclass(frozen=True)
+class Decision:
+    """What happened at one halving rung: who trained to `epochs`, who goes on to the next rung."""
+
+    epochs: int
+    trained: list
+    promoted: list
+
+    @property
+    def stopped(self):
+        return [name for name in self.trained if name not in self.promoted]
+
+
+def epochs_trained(record):
+    """How many epochs a record says its trial trained (records older than the field: all of them)."""
+    return record.get("epochs", record["settings"]["epochs"])
+
+
 def is_done(record, epochs):
     """Whether a trial's record shows it finished at `epochs` epochs or more (or failed)."""
     if record is None or record.get("status") not in ("success", "failure"):
         return False
-    return record["status"] == "failure" or record.get("epochs", record["settings"]["epochs"]) >= epochs
+    return record["status"] == "failure" or epochs_trained(record) >= epochs
 
 
-def grid(trials, epochs, records):
-    """The grid search: one round, every trial not yet done, in grid order.
+def metrics_at(record, epoch):
+    """(validation accuracy, validation loss) after `epoch` epochs, or None if the trial failed before."""
+    if record["status"] != "success" or epochs_trained(record) < epoch:
+        return None
+    if epoch == epochs_trained(record):
+        m = record["metrics"]
+        return m[H.METRIC_ACCURACY], m[H.METRIC_VAL_LOSS]
+    row = record["curve"][epoch - 1]
+    return row[H.METRIC_ACCURACY], row[H.METRIC_VAL_LOSS]
 
-    trials: {name: hparam values}, in grid order; records: {name: record}, updated by the runner.
+
+class Grid:
+    """Every trial of the grid to `epochs`, in grid order, as one round."""
+
+    def __init__(self, epochs):
+        self.epochs = epochs
+
+    def describe(self):
+        return {"search": "grid"}
+
+    def rounds(self, trials, records):
+        """trials: {name: hparam values} in grid order; records: {name: record}, updated by the runner."""
+        tasks = [Task(n, v, self.epochs) for n, v in trials.items() if not is_done(records.get(n), self.epochs)]
+        if tasks:
+            yield tasks
+
+    def decisions(self, trials, records):
+        return []
+
+    def planned_epochs(self, n):
+        return n * self.epochs
+
+
+class Halving:
+    """Successive halving over the grid: rungs at min_epochs * rate**k epochs, capped, ending at `epochs`.
+
+    At each rung the best ceil(n / rate) trials (at least one) by validation accuracy at that
+    epoch go on. Ties go to the lower validation loss at that epoch, then to the trial earlier in
+    the grid, so the same records always give the same decisions. A failed trial never goes on.
     """
-    tasks = [Task(name, values, epochs) for name, values in trials.items() if not is_done(records.get(name), epochs)]
-    if tasks:
-        yield tasks
+
+    def __init__(self, epochs, min_epochs=1, rate=3):
+        if min_epochs < 1 or rate < 2:
+            raise ValueError("halving needs min_epochs >= 1 and a rate of at least 2")
+        self.epochs, self.min_epochs, self.rate = epochs, min_epochs, rate
+        self.rungs = []
+        rung = min(min_epochs, epochs)
+        while rung < epochs:
+            self.rungs.append(rung)
+            rung *= rate
+        self.rungs.append(epochs)
+
+    def describe(self):
+        return {"search": "halving", "min_epochs": self.min_epochs, "halving_rate": self.rate, "rungs": self.rungs}
+
+    def rounds(self, trials, records):
+        entered = list(trials)
+        for rung in self.rungs:
+            tasks = [Task(n, trials[n], rung) for n in entered if not is_done(records.get(n), rung)]
+            if tasks:
+                yield tasks
+            entered = self.promote(entered, records, rung, trials)
+
+    def promote(self, entered, records, rung, trials):
+        """The trials that go on from `rung`, best first."""
+        order = list(trials)
+
+        def key(name):
+            at = metrics_at(records[name], rung)
+            return (at is None, -at[0] if at else 0.0, at[1] if at else 0.0, order.index(name))
+
+        alive = [n for n in sorted(entered, key=key) if metrics_at(records[n], rung) is not None]
+        return alive[: max(1, math.ceil(len(entered) / self.rate))] if rung < self.epochs else []
+
+    def decisions(self, trials, records):
+        """The rungs decided so far (every trial of the rung has its record), in order."""
+        decided, entered = [], list(trials)
+        for rung in self.rungs:
+            if not entered or not all(is_done(records.get(n), rung) for n in entered):
+                break
+            promoted = self.promote(entered, records, rung, trials)
+            decided.append(Decision(rung, entered, promoted))
+            entered = promoted
+        return decided
+
+    def planned_epochs(self, n):
+        """Epochs the search trains over n trials when none fails (for the ETA)."""
+        total, below = 0, 0
+        for rung in self.rungs:
+            total += n * (rung - below)
+            below, n = rung, max(1, math.ceil(n / self.rate))
+        return total
 
 
 def ranked(records):
-    """Finished trials, best first: successes by accuracy (then lower val loss), failures last."""
+    """Finished trials, best first: successes by epochs trained (the fully trained first), then by
+    accuracy at their last epoch, then lower validation loss; failures last."""
 
     def key(r):
         m = r.get("metrics") or {}
-        return (r["status"] != "success", -m.get(H.METRIC_ACCURACY, 0.0), m.get(H.METRIC_VAL_LOSS, 0.0))
+        trained = epochs_trained(r) if r["status"] == "success" else 0
+        return (r["status"] != "success", -trained, -m.get(H.METRIC_ACCURACY, 0.0), m.get(H.METRIC_VAL_LOSS, 0.0))
 
     return sorted(records, key=key)

@@ -77,8 +77,15 @@ def parse_args(argv):
     parser.add_argument("--restart", action="store_true",
                         help="start the grid over; earlier results in --logdir are moved to a dated folder beside it")
     parser.add_argument("--quiet", action="store_true", help="no Keras per-epoch progress, only a line per trial")
+    parser.add_argument("--search", choices=("grid", "halving"), default="grid",
+                        help="grid: every trial for --epochs; halving: every trial for --min-epochs, then only the best "
+                             "1/--halving-rate go on, rung by rung, to --epochs")
+    parser.add_argument("--min-epochs", type=int, default=1, help="halving: the first rung's epochs")
+    parser.add_argument("--halving-rate", type=int, default=3, help="halving: keep the best 1/RATE at each rung (at least 2)")
     args = parser.parse_args(argv)
-    for flag in ("image_size", "batch_size", "epochs", "steps_per_epoch"):
+    if args.halving_rate < 2:
+        parser.error("--halving-rate must be at least 2")
+    for flag in ("image_size", "batch_size", "epochs", "steps_per_epoch", "min_epochs"):
         if getattr(args, flag) is not None and getattr(args, flag) < 1:
             parser.error(f"--{flag.replace('_', '-')} must be a positive whole number")
     # --demo changes the defaults, not what the user set explicitly.
@@ -136,17 +143,36 @@ def minutes(seconds):
 def print_table(ranked_records):
     import hparams as H
 
-    print("\nrank  accuracy  best_acc  val_loss   time  status   trial")
+    print("\nrank  accuracy  best_acc  val_loss   time  epochs  status   trial")
     for rank, r in enumerate(ranked_records, 1):
         m = r.get("metrics") or {}
         if r["status"] == "success":
             print(f"{rank:>4}  {m[H.METRIC_ACCURACY]:8.4f}  {m[H.METRIC_BEST_ACCURACY]:8.4f}  "
-                  f"{m[H.METRIC_VAL_LOSS]:8.4f}  {minutes(m[H.METRIC_WALL_TIME]):>5}  success  {r['name']}")
+                  f"{m[H.METRIC_VAL_LOSS]:8.4f}  {minutes(m[H.METRIC_WALL_TIME]):>5}  {m.get(H.METRIC_EPOCHS, '?'):>6}  "
+                  f"success  {r['name']}")
         else:
-            print(f"{rank:>4}  {'-':>8}  {'-':>8}  {'-':>8}  {'-':>5}  {r['status']:<7}  {r['name']}: {r.get('error')}")
+            print(f"{rank:>4}  {'-':>8}  {'-':>8}  {'-':>8}  {'-':>5}  {'-':>6}  {r['status']:<7}  {r['name']}: "
+                  f"{r.get('error')}")
 
 
-def run_trials(trials, settings, hparams, logdir, data, verbose):
+def make_search(args):
+    import search
+
+    if args.search == "halving":
+        return search.Halving(args.epochs, args.min_epochs, args.halving_rate)
+    return search.Grid(args.epochs)
+
+
+def print_decision(decision, last_rung):
+    if decision.epochs == last_rung:
+        print(f"\nRung {decision.epochs} epoch(s) done: {len(decision.trained)} trial(s) fully trained.", flush=True)
+        return
+    print(f"\nRung {decision.epochs} epoch(s) done: {len(decision.promoted)} of {len(decision.trained)} go on.", flush=True)
+    print("  go on:   " + ", ".join(decision.promoted))
+    print("  stopped: " + (", ".join(decision.stopped) or "none"), flush=True)
+
+
+def run_trials(searcher, trials, settings, hparams, logdir, data, verbose):
     """Run the search over `trials` ({name: values}) in logdir; return the records of all of them."""
     import experiment
     import hparams as H
@@ -161,28 +187,42 @@ def run_trials(trials, settings, hparams, logdir, data, verbose):
         print(f"{len(others)} other trial(s) in {logdir} are not in this grid: left as they are, not ranked.")
 
     def keep_if_best(model, record):
-        # The same order as results.csv, so best_model.keras is always its rank 1.
-        if search.ranked([*records.values(), record])[0] is record:
+        # The same order as results.csv, so best_model.keras is always its rank 1; only a fully
+        # trained trial can be it.
+        if record["epochs"] == settings.epochs and search.ranked([*records.values(), record])[0] is record:
             experiment.save_best(logdir, model)
 
-    done_times = []
-    for tasks in search.grid(trials, settings.epochs, records):
+    def trained():
+        return sum(search.epochs_trained(r) for r in records.values() if r["status"] == "success")
+
+    planned = searcher.planned_epochs(len(trials))
+    decided = len(searcher.decisions(trials, records))
+    seconds, epochs_done = 0.0, 0
+    for tasks in searcher.rounds(trials, records):
         for k, task in enumerate(tasks, 1):
-            label = f"[{len(records) + 1}/{len(trials)}]"
-            print(f"\n{label} {describe(task.values)}", flush=True)
-            start = time.monotonic()
+            label = f"[{k}/{len(tasks)}]"
+            print(f"\n{label} {describe(task.values)}, to epoch {task.epochs}", flush=True)
+            start, before = time.monotonic(), trained()
             record = trial.run(task.values, settings, data, logdir / task.name, task.epochs, verbose, keep_if_best)
             records[task.name] = record
             experiment.write_results(logdir, search.ranked(list(records.values())), hparams)
 
-            done_times.append(time.monotonic() - start)
-            eta = sum(done_times) / len(done_times) * (len(tasks) - k)
+            seconds += time.monotonic() - start
+            epochs_done += max(1, trained() - before)
+            eta = seconds / epochs_done * max(0, planned - trained())
             if record["status"] == "success":
                 outcome = f"accuracy {record['metrics'][H.METRIC_ACCURACY]:.4f}"
             else:
                 outcome = f"FAILED: {record['error']}"
-            print(f"{label} {describe(task.values)} -> {outcome} ({minutes(done_times[-1])}, ETA {minutes(eta)})",
-                  flush=True)
+            print(f"{label} {describe(task.values)} -> {outcome} ({minutes(time.monotonic() - start)}, "
+                  f"ETA {minutes(eta)})", flush=True)
+        decisions = searcher.decisions(trials, records)
+        for decision in decisions[decided:]:
+            print_decision(decision, settings.epochs)
+            for name in decision.stopped if decision.epochs < settings.epochs else []:
+                trial.discard_backup(logdir / name)  # never continued: its training state is only disk
+        decided = len(decisions)
+        experiment.write_decisions(logdir, decisions)
     experiment.write_results(logdir, search.ranked(list(records.values())), hparams)
     return list(records.values())
 
@@ -233,8 +273,9 @@ def _main(args):
               f"{args.image_size}x{args.image_size} in {time.monotonic() - t0:.1f} s (once for all {len(trials)} trials). "
               f"XLA {'on' if settings.xla else 'off'}, mixed precision {'on' if settings.mixed_precision else 'off'}, "
               f"augmentation {'in the model' if settings.augment_in_model else 'in the input pipeline'}.")
-        experiment.prepare(args.logdir, settings, hparams)
-        records = run_trials(trials, settings, hparams, args.logdir, data, 0 if args.quiet else "auto")
+        searcher = make_search(args)
+        experiment.prepare(args.logdir, settings, hparams, searcher.describe())
+        records = run_trials(searcher, trials, settings, hparams, args.logdir, data, 0 if args.quiet else "auto")
 
     print_table(search.ranked(records))
     failed = [r for r in records if r["status"] != "success"]

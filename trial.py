@@ -19,6 +19,7 @@ import math
 import os
 import platform
 import shlex
+import shutil
 import sys
 import time
 import traceback
@@ -167,7 +168,12 @@ def run(values, settings, data, run_dir, epochs=None, verbose="auto", on_success
     try:
         try:
             model, metrics, record["resumed_from_epoch"] = fit(values, settings, data, run_dir, epochs, verbose)
-            record.update(status="success", metrics=metrics, epochs=epochs, dtype_policy=model.dtype_policy.name)
+            metrics[H.METRIC_EPOCHS] = epochs
+            # Every epoch's validation metrics, so that a search can compare trials at any earlier epoch.
+            curve = [{H.METRIC_ACCURACY: row["val_accuracy"], H.METRIC_VAL_LOSS: row["val_loss"]}
+                     for row in read_history(run_dir / HISTORY_FILE)[:epochs]]
+            record.update(status="success", metrics=metrics, epochs=epochs, curve=curve,
+                          dtype_policy=model.dtype_policy.name)
         except KeyboardInterrupt:
             record["status"] = "interrupted"
             write_json(run_dir / TRIAL_FILE, record)
@@ -186,6 +192,11 @@ def run(values, settings, data, run_dir, epochs=None, verbose="auto", on_success
     record["rss_mb"] = resident_mb()
     write_json(run_dir / TRIAL_FILE, record)
     return record
+
+
+def discard_backup(run_dir):
+    """Delete a stopped trial's training state, once no search will continue it."""
+    shutil.rmtree(Path(run_dir) / BACKUP_DIR, ignore_errors=True)
 
 
 def load(run_dir):

@@ -44,6 +44,9 @@ def test_changed_grid_reuses_only_matching_trials(dataset, tmp_path, capsys):
     assert len(moved) == 1 and snapshot(moved[0] / adam) == before
 
 
+GRID = {"search": "grid"}
+
+
 def settings(**changes):
     base = trial.Settings(data="/data", data_fingerprint="abc", image_size=24, batch_size=8, epochs=2, steps_per_epoch=3,
                           seed=42, deterministic=False, mixed_precision=False, xla=False, augment_in_model=False)
@@ -54,17 +57,17 @@ def settings(**changes):
                                           ("data_fingerprint", "other data"), ("mixed_precision", True), ("epochs", 3)])
 def test_each_changed_setting_is_refused(tmp_path, field, value):
     logdir = tmp_path / "logs"
-    experiment.prepare(logdir, settings(), H.HPARAMS)
-    experiment.prepare(logdir, settings(), H.HPARAMS)  # the same settings again: fine
+    experiment.prepare(logdir, settings(), H.HPARAMS, GRID)
+    experiment.prepare(logdir, settings(), H.HPARAMS, GRID)  # the same settings again: fine
     with pytest.raises(UsageError, match=f"{field} .* -> {value}.*--restart"):
-        experiment.prepare(logdir, settings(**{field: value}), H.HPARAMS)
+        experiment.prepare(logdir, settings(**{field: value}), H.HPARAMS, GRID)
 
 
 @pytest.mark.parametrize("damage", ["truncated", "deleted"])
 def test_a_damaged_experiment_record_never_lets_other_settings_in(tmp_path, damage):
     """The run folders' own records still tell the settings their trials ran with."""
     logdir = tmp_path / "logs"
-    experiment.prepare(logdir, settings(), H.HPARAMS)
+    experiment.prepare(logdir, settings(), H.HPARAMS, GRID)
     (logdir / "some-trial").mkdir()
     write_json(logdir / "some-trial" / trial.TRIAL_FILE, {"status": "success", "settings": dataclasses.asdict(settings())})
     path = logdir / experiment.EXPERIMENT_FILE
@@ -73,8 +76,8 @@ def test_a_damaged_experiment_record_never_lets_other_settings_in(tmp_path, dama
     else:
         path.unlink()
     with pytest.raises(UsageError, match="epochs 2 -> 5.*some-trial"):
-        experiment.prepare(logdir, settings(epochs=5), H.HPARAMS)
-    experiment.prepare(logdir, settings(), H.HPARAMS)  # the matching settings rebuild the record
+        experiment.prepare(logdir, settings(epochs=5), H.HPARAMS, GRID)
+    experiment.prepare(logdir, settings(), H.HPARAMS, GRID)  # the matching settings rebuild the record
     assert json.loads(path.read_text())["settings"] == dataclasses.asdict(settings())
 
 
@@ -99,3 +102,11 @@ def test_the_lock_is_released_when_a_run_is_refused(tmp_path):
             raise UsageError("refused")
     with experiment.locked(logdir):  # free again, without waiting for garbage collection
         pass
+
+
+def test_another_search_is_refused(tmp_path):
+    logdir = tmp_path / "logs"
+    experiment.prepare(logdir, settings(), H.HPARAMS, GRID)
+    halving = {"search": "halving", "min_epochs": 1, "halving_rate": 3, "rungs": [1, 2]}
+    with pytest.raises(UsageError, match="search with other settings.*--restart"):
+        experiment.prepare(logdir, settings(), H.HPARAMS, halving)
