@@ -211,3 +211,27 @@ def test_grid_with_augmentation_in_the_model(dataset, tmp_path):
     assert train.main(["--data", str(dataset), "--logdir", str(logdir), *FAST, *grid, "--augment-in-model"]) == 0
     (record,) = [json.loads(p.read_text()) for p in logdir.glob("*/trial.json")]
     assert record["status"] == "success" and record["settings"]["augment_in_model"] is True
+
+
+@pytest.mark.parametrize("where", ["decoding", "between trials"])
+def test_ctrl_c_anywhere_exits_130_with_the_resume_hint(dataset, tmp_path, monkeypatch, capsys, where):
+    if where == "decoding":
+        def interrupted(*args, **kwargs):
+            raise KeyboardInterrupt
+        monkeypatch.setattr(pipeline, "load_data", interrupted)
+    else:
+        run = trial.run
+        calls = []
+
+        def run_once(*args, **kwargs):
+            if calls:
+                raise KeyboardInterrupt  # as if Ctrl-C came just after the first trial ended
+            calls.append(args)
+            return run(*args, **kwargs)
+        monkeypatch.setattr(trial, "run", run_once)
+    logdir = tmp_path / "logs"
+    assert train.main(["--data", str(dataset), "--logdir", str(logdir), *FAST, *SMALL_GRID]) == train.EXIT_INTERRUPTED
+    err = capsys.readouterr().err
+    assert "rerun the same command" in err and "Traceback" not in err
+    with experiment.locked(logdir):  # and the logdir is free again
+        pass

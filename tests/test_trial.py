@@ -40,3 +40,13 @@ def test_a_failing_callback_is_not_the_trials_failure(dataset, tmp_path):
     with pytest.raises(OSError, match="No space left"):
         trial.run(VALUES, settings(dataset, epochs=1), data, tmp_path / "t", verbose=0, on_success=disk_full)
     assert trial.load(tmp_path / "t")["status"] == "running"  # not finished: a rerun runs it again
+
+
+def test_read_history_keeps_the_last_row_of_a_repeated_epoch(tmp_path):
+    """A kill between the CSV row and the backup repeats an epoch: its second row wins, no epoch twice."""
+    path = tmp_path / "history.csv"
+    path.write_text("epoch,accuracy,loss\n0,0.5,0.9\n1,0.6,0.8\n1,0.7,0.7\n2,0.8,0.6\n")
+    assert trial.read_history(path) == [{"epoch": 0.0, "accuracy": 0.5, "loss": 0.9},
+                                        {"epoch": 1.0, "accuracy": 0.7, "loss": 0.7},
+                                        {"epoch": 2.0, "accuracy": 0.8, "loss": 0.6}]
+    assert trial.read_history(tmp_path / "missing.csv") == []
