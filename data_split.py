@@ -573,7 +573,7 @@ def run_split(config: Config, log: Callable[[str], None] = print) -> int:
             # Pillow warns about odd EXIF and large images; both are judged in decode() instead.
             warnings.filterwarnings("ignore", module="PIL")
             return _build(config, stack, log)
-    except OSError as error:  # every read of SOURCE is handled where it happens: this is a write into DEST
+    except OSError as error:  # reads of SOURCE are handled where they happen, so this is a write into DEST
         raise DestWriteError(error) from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
