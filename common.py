@@ -4,7 +4,11 @@ import json
 import os
 from pathlib import Path
 
-CLASS_DIRS = ("cats", "dogs")  # folder names under each split; Keras labels them 0 and 1 in this order
+LABELS = ("cat", "dog")  # as in Kaggle's cat.N.jpg / dog.N.jpg names
+CLASS_DIRS = tuple(f"{label}s" for label in LABELS)  # folder names under each split; Keras labels them 0, 1 in this order
+# The suffixes keras.utils.image_dataset_from_directory reads (its ALLOWLIST_FORMATS, checked by a test):
+# data_split.py stores every image under one of them, so training sees every image it kept.
+IMAGE_SUFFIXES = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
 SPLITS = ("train", "validation")
 MANIFEST = "manifest.csv"  # data_split.py's record of every kept image; its hash fingerprints the data
 

@@ -18,8 +18,10 @@ Labels come from names: `cat.12.jpg` / `dog.7.jpg` or a `Cat/` / `Dog/` folder (
 Zip archives, nested ones included, are read in place; nothing is written outside DEST and
 SOURCE is never modified. Every image is fully decoded first; broken ones are listed in
 rejected.csv. Plain RGB JPEGs are copied byte for byte (or hard-linked with --link); any other
-good image (grayscale, CMYK, PNG data, EXIF-rotated) is stored upright as an RGB PNG so the
-trainer always reads 3-channel, upright pixels. Byte-identical duplicates stay in one split.
+good image (grayscale, CMYK, PNG data, EXIF-rotated, WebP, TIFF) is stored upright as an RGB PNG
+so the trainer always reads 3-channel, upright pixels in a format it reads. Byte-identical
+duplicates stay in one split. Archive members that share a name are all kept, the second one as
+`NAME#2` in manifest.csv. A failed write into DEST (disk full, permissions) stops the run.
 """
 
 from __future__ import annotations
@@ -34,12 +36,14 @@ import os
 import re
 import shutil
 import stat
+import struct
 import sys
 import tempfile
 import threading
 import time
 import warnings
 import zipfile
+import zlib
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -48,9 +52,16 @@ from typing import Callable
 
 from PIL import Image, ImageOps
 
-from common import CLASS_DIRS, MANIFEST, SPLITS, UsageError, read_json
+from common import (
+    CLASS_DIRS,
+    IMAGE_SUFFIXES,
+    LABELS,
+    MANIFEST,
+    SPLITS,
+    UsageError,
+    read_json,
+)
 
-LABELS = ("cat", "dog")  # label per class, in CLASS_DIRS order
 REJECTED = "rejected.csv"
 SPLIT_JSON = "split.json"
 STAGING = ".split-tmp"  # built here first, moved into place at the end
@@ -62,11 +73,20 @@ MAX_PIXELS = 40_000_000  # well above any real photo (the Kaggle set tops out ne
 MAX_FILE_BYTES = 64 * 2**20  # larger "images" are refused unread: no photo in these sets is near that
 MAX_ZIP_DEPTH = 3  # dogs-vs-cats.zip!train.zip is depth 2; deeper nesting is not a dataset
 SPOOL_BYTES = 1 << 30  # nested zips up to this size are read in memory, larger ones spill into DEST
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+# Read from SOURCE: what training reads, plus WebP and TIFF, which are stored as PNG.
+SOURCE_SUFFIXES = (*IMAGE_SUFFIXES, ".webp", ".tif", ".tiff")
+COPY_SUFFIXES = (".jpg", ".jpeg")  # output names of unconverted files, which are always JPEG data
 # Formats Pillow may decode; anything else (EPS would start Ghostscript) counts as "not an image".
 DECODE_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP", "TIFF")  # JPEG also opens MPO
-FOLDER_LABELS = {"cat": "cat", "cats": "cat", "dog": "dog", "dogs": "dog"}
-NAME_LABEL = re.compile(r"^(cat|dog)s?[._\- ]", re.IGNORECASE)  # cat.12.jpg, Dog_3.png
+# What Pillow raises on bad image data (UnidentifiedImageError is an OSError; struct.error comes from
+# EXIF fields whose type does not fit their tag). Anything else, a MemoryError or a TypeError inside
+# Pillow, is not the file's fault: it stops the run instead of being counted as a corrupt image.
+BAD_DATA = (OSError, SyntaxError, ValueError, struct.error)
+# Reading an archive member: bad CRC (BadZipFile), encrypted or unsupported compression (RuntimeError),
+# corrupt compressed data (zlib.error), truncated archive (EOFError), I/O errors (OSError).
+BAD_MEMBER = (OSError, zipfile.BadZipFile, RuntimeError, EOFError, zlib.error)
+FOLDER_LABELS = {name: label for label, folder in zip(LABELS, CLASS_DIRS) for name in (label, folder)}
+NAME_LABEL = re.compile(rf"^({'|'.join(LABELS)})s?[._\- ]", re.IGNORECASE)  # cat.12.jpg, Dog_3.png
 EXIF_ORIENTATION = 0x0112
 
 
@@ -102,7 +122,8 @@ class Config:
 class Entry:
     """One labelled image file found in SOURCE, not read yet."""
 
-    source: str  # e.g. "train/cat.1.jpg" or "dogs-vs-cats.zip!train.zip!train/cat.1.jpg"
+    source: str  # e.g. "train/cat.1.jpg" or "dogs-vs-cats.zip!train.zip!train/cat.1.jpg"; unique
+    name: str  # the file name, e.g. "cat.1.jpg": the output file is named after it
     label: str
     read: Callable[[], bytes]
     path: Path | None = None  # the file on disk, so --link can hard-link it
@@ -128,10 +149,20 @@ class Scan:
     rejects: list[tuple[str, str]] = field(default_factory=list)  # (source, reason)
     unlabelled: int = 0
     ignored: int = 0
+    same_name: int = 0  # archive members named like an earlier member of the same archive
 
 
 class BadImage(Exception):
     """An image file that must not reach the trainer; the message is the reject reason."""
+
+
+class DestWriteError(SplitError):
+    """Writing into DEST failed (disk full, no permission): the run stops, DEST stays incomplete."""
+
+    def __init__(self, error: OSError):
+        where = f": {error.filename}" if error.filename else ""
+        super().__init__(f"cannot write the split: {error.strerror or error}{where}; "
+                         "fix that and rerun (DEST is left incomplete and will be rebuilt)")
 
 
 # ---------------------------------------------------------------- labels and archive safety
@@ -165,7 +196,7 @@ def skipped_name(parts: list[str]) -> bool:
 
 def add_file(scan: Scan, parts: list[str], source: str, size: int, read: Callable[[], bytes], path: Path | None = None):
     """Record one listed file: an image entry, an unlabelled image, or ignored non-image junk."""
-    if Path(parts[-1]).suffix.lower() not in IMAGE_SUFFIXES:
+    if Path(parts[-1]).suffix.lower() not in SOURCE_SUFFIXES:
         scan.ignored += 1  # Thumbs.db, sampleSubmission.csv, README...
         return
     label = label_of(parts)
@@ -174,7 +205,7 @@ def add_file(scan: Scan, parts: list[str], source: str, size: int, read: Callabl
     elif size > MAX_FILE_BYTES:  # never read it: it could exhaust memory
         scan.rejects.append((source, f"file too large: {size} bytes"))
     else:
-        scan.entries.append(Entry(source, label, read, path))
+        scan.entries.append(Entry(source, parts[-1], label, read, path))
 
 
 # ---------------------------------------------------------------- listing SOURCE
@@ -226,8 +257,15 @@ def scan_zip_file(path: Path, source: str, scan: Scan, stack: contextlib.ExitSta
 def scan_zip(archive: zipfile.ZipFile, prefix: str, scan: Scan, stack: contextlib.ExitStack, staging: Path, depth: int):
     """List the members of an open archive into scan, descending into nested zips."""
     lock = threading.Lock()
-    for info in sorted(archive.infolist(), key=lambda i: i.filename):
+    seen = Counter()
+    # By name, then by place in the archive: members that share a name (an archive appended to, or a
+    # crafted one) are numbered the same way however the archive lists them, and each is kept.
+    for info in sorted(archive.infolist(), key=lambda i: (i.filename, i.header_offset)):
+        seen[info.filename] += 1
         source = f"{prefix}!{info.filename}"
+        if seen[info.filename] > 1:
+            source += f"#{seen[info.filename]}"
+            scan.same_name += 1
         parts = [p for p in re.split(r"[/\\]", info.filename) if p]
         reason = unsafe_member(info)  # before skipping names: "../x.jpg" must be reported, not hidden
         if not reason and (info.is_dir() or not parts or skipped_name(parts)):
@@ -250,9 +288,15 @@ def open_nested(archive: zipfile.ZipFile, info: zipfile.ZipInfo, source: str, sc
     buffer = stack.enter_context(tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES, dir=staging))
     try:
         with archive.open(info) as member:
-            shutil.copyfileobj(member, buffer, 1 << 20)
+            # Not shutil.copyfileobj: a failed write into DEST (disk full) must stop the run, while a
+            # failed read only makes this one archive unreadable.
+            while chunk := member.read(1 << 20):
+                try:
+                    buffer.write(chunk)
+                except OSError as error:
+                    raise DestWriteError(error) from None
         nested = stack.enter_context(zipfile.ZipFile(buffer))
-    except (zipfile.BadZipFile, OSError, RuntimeError, EOFError) as error:
+    except BAD_MEMBER as error:
         scan.rejects.append((source, f"unreadable archive: {error}"))
         return
     found = len(scan.entries)
@@ -299,7 +343,7 @@ def decode(data: bytes, max_pixels: int) -> Image.Image:
         raise BadImage(f"too many pixels: {error}") from None
     except Image.UnidentifiedImageError:
         raise BadImage("not an image") from None
-    except Exception as error:  # Pillow raises many types (OSError, SyntaxError, struct.error...) on bad data
+    except BAD_DATA as error:
         raise BadImage(f"corrupt image: {type(error).__name__}: {error}") from None
     if image.width * image.height > max_pixels:
         raise BadImage(f"too many pixels: {image.width}x{image.height} (limit {max_pixels})")
@@ -313,26 +357,32 @@ def needs_conversion(image: Image.Image) -> bool:
 
 
 def check_entry(entry: Entry, staged: Path, link: bool, max_pixels: int) -> Checked:
-    """Read, hash and decode one entry; stage the file to keep (copy, link or upright RGB PNG)."""
+    """Read, hash and decode one entry; stage the file to keep (copy, link or upright RGB PNG).
+
+    A file that is not a usable image is rejected; a failed write into DEST raises DestWriteError."""
     try:
         data = entry.read()
-    except (OSError, zipfile.BadZipFile, RuntimeError, EOFError) as error:  # permissions, bad CRC, encryption
+    except BAD_MEMBER as error:  # permissions, bad CRC, encryption
         return Checked(entry, reject=f"unreadable: {error}")
     digest = hashlib.sha256(data).hexdigest()
     try:
         image = decode(data, max_pixels)
+        upright = ImageOps.exif_transpose(image).convert("RGB") if needs_conversion(image) else None
     except BadImage as error:
         return Checked(entry, digest, reject=str(error))
-    if needs_conversion(image):
-        ImageOps.exif_transpose(image).convert("RGB").save(staged, "PNG")
-        return Checked(entry, digest, converted=True, staged=staged)
-    if link and entry.path is not None:
-        try:
-            os.link(entry.path, staged)
-            return Checked(entry, digest, staged=staged, linked=True)
-        except OSError:
-            pass  # another filesystem (EXDEV) or no link support: the summary says we copied
-    staged.write_bytes(data)
+    except BAD_DATA as error:  # EXIF that decodes but cannot be applied
+        return Checked(entry, digest, reject=f"corrupt image: {type(error).__name__}: {error}")
+    try:
+        if upright is not None:
+            upright.save(staged, "PNG")
+            return Checked(entry, digest, converted=True, staged=staged)
+        if link and entry.path is not None:
+            with contextlib.suppress(OSError):  # another filesystem (EXDEV) or no link support: copied
+                os.link(entry.path, staged)
+                return Checked(entry, digest, staged=staged, linked=True)
+        staged.write_bytes(data)
+    except OSError as error:
+        raise DestWriteError(error) from None
     return Checked(entry, digest, staged=staged)
 
 
@@ -385,22 +435,23 @@ def drop_conflicts(checked: list[Checked]) -> list[Checked]:
     return result
 
 
-def output_names(kept: list[Checked]) -> dict[str, str]:
-    """A unique file name per kept entry within its class, from its source name; keyed by source."""
-    names, taken = {}, set()
+def output_names(kept: list[Checked]) -> list[tuple[Checked, str]]:
+    """Each kept entry with its output file name: its source name, unique within its class even on a
+    case-insensitive filesystem, under a suffix training reads. In source order, so reproducible."""
+    named, taken = [], set()
     for c in sorted(kept, key=lambda c: c.entry.source):
-        base = PurePosixPath(re.split(r"[/\\!]", c.entry.source)[-1])
+        base = PurePosixPath(c.entry.name)
         if c.converted:
             base = base.with_suffix(".png")
-        elif base.suffix.lower() not in (".jpg", ".jpeg"):
+        elif base.suffix.lower() not in COPY_SUFFIXES:
             base = base.with_suffix(".jpg")  # JPEG data under another name
         name, n = base.name, 1
         while (c.entry.label, name.lower()) in taken:
             n += 1
             name = f"{base.stem}-{n}{base.suffix}"
         taken.add((c.entry.label, name.lower()))
-        names[c.entry.source] = name
-    return names
+        named.append((c, name))
+    return named
 
 
 def write_csv(path: Path, header: list[str], rows: list[tuple]):
@@ -417,11 +468,10 @@ def place(kept: list[Checked], staging: Path, val_fraction: float, seed: int) ->
         for class_dir in CLASS_DIRS:
             (staging / split / class_dir).mkdir(parents=True)
     splits = split_groups(kept, val_fraction, seed)
-    names = output_names(kept)
     rows = []
-    for c in kept:
+    for c, name in output_names(kept):
         class_dir = CLASS_DIRS[LABELS.index(c.entry.label)]
-        rel = PurePosixPath(splits[c.sha256], class_dir, names[c.entry.source])
+        rel = PurePosixPath(splits[c.sha256], class_dir, name)
         c.staged.rename(staging / rel)
         rows.append((rel.as_posix(), c.entry.source, c.entry.label, splits[c.sha256], c.sha256))
     return sorted(rows)
@@ -502,6 +552,9 @@ def summary(rows: list[tuple], rejects: list[tuple[str, str]], scan: Scan, check
     lines.append(f"converted to upright RGB PNG: {converted}; byte-identical copies kept in their twin's split: "
                  f"{duplicates}")
     lines.append(f"ignored: {scan.unlabelled} unlabelled images, {scan.ignored} non-image files")
+    if scan.same_name:
+        lines.append(f"archive members named like an earlier member of their archive: {scan.same_name} "
+                     "(each read on its own, listed as NAME#2, NAME#3... in manifest.csv and rejected.csv)")
     return lines
 
 
@@ -513,19 +566,22 @@ def run_split(config: Config, log: Callable[[str], None] = print) -> int:
     created = not dest.exists()
     if staging.exists() and not (dest / SPLIT_JSON).exists():
         log(f"{dest} holds an interrupted split; rebuilding it")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)  # also holds big nested zips while listing, so they stay inside DEST
     try:
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)  # also holds big nested zips while listing, so they stay inside DEST
         with contextlib.ExitStack() as stack, warnings.catch_warnings():
             # Pillow warns about odd EXIF and large images; both are judged in decode() instead.
             warnings.filterwarnings("ignore", module="PIL")
             return _build(config, stack, log)
+    except OSError as error:  # reads of SOURCE are handled where they happen, so this is a write into DEST
+        raise DestWriteError(error) from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-        if not (dest / SPLIT_JSON).exists() and any(dest.iterdir()):
-            staging.mkdir()  # marks a half-written DEST as ours, so the next run may rebuild it
-        elif created and not any(dest.iterdir()):
-            dest.rmdir()
+        with contextlib.suppress(OSError):  # on a full disk this may fail too; the error above says why
+            if not (dest / SPLIT_JSON).exists() and any(dest.iterdir()):
+                staging.mkdir()  # marks a half-written DEST as ours, so the next run may rebuild it
+            elif created and not any(dest.iterdir()):
+                dest.rmdir()
 
 
 def _build(config: Config, stack: contextlib.ExitStack, log: Callable[[str], None]) -> int:

@@ -21,9 +21,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from common import CLASS_DIRS, MANIFEST, SPLITS, UsageError
-
-IMAGE_SUFFIXES = (".bmp", ".gif", ".jpeg", ".jpg", ".png")  # what image_dataset_from_directory reads
+from common import CLASS_DIRS, IMAGE_SUFFIXES, MANIFEST, SPLITS, UsageError
 
 # The tutorial's ImageDataGenerator(rotation_range=45, width_shift_range=.15,
 # height_shift_range=.15, zoom_range=0.3, horizontal_flip=True).

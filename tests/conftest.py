@@ -4,9 +4,11 @@ import hashlib
 import json
 import math
 import os
-import socket
+import queue
+import re
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -56,27 +58,59 @@ def dataset(tmp_path):
 
 
 class TensorBoardAPI:
-    """A real `tensorboard` serving LOGDIR on 127.0.0.1, asked through the HParams plugin's HTTP API."""
+    """A real `tensorboard` serving LOGDIR on 127.0.0.1, asked through the HParams plugin's HTTP API.
+
+    An HTTP error or a refused connection fails the test at once, with TensorBoard's own output."""
 
     STATUSES = ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"]
+    # urllib's default opener would send requests for 127.0.0.1 to $http_proxy when one is set.
+    OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    SERVING = re.compile(r"TensorBoard \S+ at http://127\.0\.0\.1:(\d+)/")
 
-    def __init__(self, logdir):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
+    def __init__(self, logdir, start_timeout=120):
+        # --port 0: TensorBoard binds a free port itself and prints it once it listens, so no other
+        # process can take the port between choosing and binding it.
         self.process = subprocess.Popen(
             [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--host", "127.0.0.1",
-             "--port", str(self.port), "--reload_interval", "1"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+             "--port", "0", "--reload_interval", "1"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         )
+        self.output, lines = [], queue.Queue()
+        threading.Thread(target=self._read_output, args=(lines,), daemon=True).start()
+        deadline = time.monotonic() + start_timeout
+        while True:
+            try:
+                line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                self.close()
+                raise AssertionError(f"TensorBoard did not start in {start_timeout} s:\n{self.log()}") from None
+            if line is None:
+                raise AssertionError(f"TensorBoard exited with code {self.process.wait()}:\n{self.log()}")
+            if match := self.SERVING.search(line):
+                self.port = int(match.group(1))
+                return
+
+    def _read_output(self, lines):
+        """Keep TensorBoard's stderr (so its pipe never fills up) and pass each line on; None at its end."""
+        for line in self.process.stderr:
+            self.output.append(line)
+            lines.put(line)
+        lines.put(None)
+
+    def log(self):
+        """TensorBoard's output so far: what a failing test shows."""
+        return "".join(self.output[-40:])
 
     def post(self, route, body):
         request = urllib.request.Request(
             f"http://127.0.0.1:{self.port}/data/plugin/hparams/{route}",
             data=json.dumps(body).encode(), headers={"Content-Type": "application/json"},
         )
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return json.loads(response.read())
+        try:
+            with self.OPENER.open(request, timeout=30) as response:
+                return json.loads(response.read())
+        except OSError as error:  # HTTPError and URLError included
+            raise AssertionError(f"TensorBoard {route}: {error}\n{self.log()}") from None
 
     def experiment(self):
         return self.post("experiment", {"experimentName": ""})
@@ -90,18 +124,19 @@ class TensorBoardAPI:
         deadline = time.monotonic() + timeout
         groups = []
         while time.monotonic() < deadline:
-            try:
-                groups = self.session_groups()
-                if len(groups) >= sessions and all(g["sessions"][0].get("endTimeSecs") for g in groups):
-                    return groups
-            except OSError:
-                pass
-            time.sleep(0.5)
+            groups = self.session_groups()
+            if len(groups) >= sessions and all(g["sessions"][0].get("endTimeSecs") for g in groups):
+                return groups
+            time.sleep(0.5)  # TensorBoard reloads the logdir every second
         raise AssertionError(f"TensorBoard showed {len(groups)} session groups, expected {sessions}")
 
     def close(self):
         self.process.terminate()
-        self.process.wait(timeout=10)
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
 
 
 @pytest.fixture

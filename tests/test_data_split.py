@@ -10,20 +10,29 @@ import stat
 import struct
 import subprocess
 import sys
+import threading
+import warnings
 import zipfile
 import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageFile
 
+import common
 import data_split
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 # ---------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(autouse=True)
+def in_tmp_path(tmp_path, monkeypatch):
+    """Run every test in tmp_path, so that a run without --dest writes ./data there, not in the checkout."""
+    monkeypatch.chdir(tmp_path)
 
 
 def jpeg(seed: int, size: int = 16) -> bytes:
@@ -48,13 +57,41 @@ def write_files(root: Path, files: dict[str, bytes]) -> Path:
     return root
 
 
-def zip_bytes(files: dict[str, bytes]) -> bytes:
-    """A zip archive of {member name: bytes}."""
+def zip_bytes(files: dict[str, bytes] | list[tuple[str, bytes]], compression: int = zipfile.ZIP_STORED) -> bytes:
+    """A zip archive of {member name: bytes}, or of (name, bytes) pairs in that order (names may repeat)."""
     buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for name, data in files.items():
+    with zipfile.ZipFile(buffer, "w", compression) as archive, warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Duplicate name", UserWarning)
+        for name, data in files.items() if isinstance(files, dict) else files:
             archive.writestr(name, data)
     return buffer.getvalue()
+
+
+def members(archive: bytes) -> list[tuple[str, bytes]]:
+    """(name, bytes) of every member of a zip, in archive order."""
+    with zipfile.ZipFile(io.BytesIO(archive)) as z:
+        return [(info.filename, z.read(info)) for info in z.infolist()]
+
+
+def damaged(archive: bytes, name: str, how: str) -> bytes:
+    """archive with member `name` damaged: "crc" flips a byte of its data, "deflate" makes its compressed
+    data invalid (0xff: a reserved block type), "encrypted" sets its encryption flag (no password works)."""
+    data = bytearray(archive)
+    with zipfile.ZipFile(io.BytesIO(archive)) as z:
+        info = z.getinfo(name)
+    name_length, extra_length = struct.unpack("<HH", data[info.header_offset + 26:info.header_offset + 30])
+    start = info.header_offset + 30 + name_length + extra_length  # the member's data, after its local header
+    if how == "crc":
+        data[start + info.compress_size // 2] ^= 0xFF
+    elif how == "deflate":
+        data[start:start + info.compress_size] = b"\xff" * info.compress_size
+    else:
+        data[info.header_offset + 6] |= 1  # local header's flags
+        central = data.index(b"PK\x01\x02")
+        while data[central + 46:central + 46 + struct.unpack("<H", data[central + 28:central + 30])[0]] != name.encode():
+            central = data.index(b"PK\x01\x02", central + 4)
+        data[central + 8] |= 1  # central directory's flags
+    return bytes(data)
 
 
 def run(capsys, *args) -> tuple[int, str, str]:
@@ -293,20 +330,211 @@ def test_special_images_reach_tensorflow_upright_rgb(tmp_path, capsys):
     assert next(iter(dataset))[0].shape[-1] == 3
 
 
+def test_archive_members_and_files_with_colliding_names_each_get_their_own_file(tmp_path, capsys):
+    webp = encoded(upright_test_image(), "WEBP")
+    png = encoded(upright_test_image().convert("L"), "PNG")
+    listed = [
+        ("train/cat.1.jpg", jpeg(1)), ("train/cat.1.jpg", jpeg(2)),  # one name, other bytes
+        ("train/cat.1.jpg", jpeg(1)),  # an exact copy of the first member, name and bytes
+        ("other/cat.1.jpg", jpeg(3)), ("train/CAT.1.jpg", jpeg(4)), ("train/cat.1-2.jpg", jpeg(5)),
+        ("train/cat.7.png", png), ("train/cat.7.webp", webp),  # both stored as cat.7.png
+        *((f"train/dog.{i}.jpg", jpeg(200 + i)) for i in range(4)),
+    ]
+    archive = zip_bytes(listed)
+    (tmp_path / "train.zip").write_bytes(archive)
+    code, out, _ = run(capsys, "--source", tmp_path / "train.zip", "--dest", tmp_path / "data")
+    assert code == 0
+    rows = read_csv(tmp_path / "data" / data_split.MANIFEST)
+    written = sorted(p.relative_to(tmp_path / "data").as_posix() for p in (tmp_path / "data").glob("*/*/*"))
+    assert len(rows) == len(listed) and written == sorted(r["path"] for r in rows)  # one file and one row per member
+    seen, by_source = {}, {}
+    for name, data in members(archive):
+        seen[name] = seen.get(name, 0) + 1
+        by_source[f"train.zip!{name}" + (f"#{seen[name]}" if seen[name] > 1 else "")] = data
+    assert {r["source"] for r in rows} == set(by_source)
+    for row in rows:
+        data = by_source[row["source"]]
+        assert row["sha256"] == hashlib.sha256(data).hexdigest()
+        if row["path"].endswith(".jpg"):
+            assert (tmp_path / "data" / row["path"]).read_bytes() == data
+    assert "archive members named like an earlier member of their archive: 2" in out
+    twins = [r for r in rows if r["source"] in ("train.zip!train/cat.1.jpg", "train.zip!train/cat.1.jpg#3")]
+    assert twins[0]["split"] == twins[1]["split"] and twins[0]["path"] != twins[1]["path"]
+
+
+def test_every_image_written_is_read_by_training(tmp_path, capsys):
+    import pipeline
+    picture = upright_test_image()
+    files = {f"cat.{i}{suffix}": encoded(picture.rotate(i * 7), fmt) for i, (suffix, fmt) in enumerate([
+        (".jpg", "JPEG"), (".jpeg", "JPEG"), (".JPG", "JPEG"), (".png", "PNG"), (".bmp", "BMP"), (".gif", "GIF"),
+        (".webp", "WEBP"), (".tif", "TIFF"), (".tiff", "TIFF"), (".webp", "JPEG"), (".png", "JPEG")])}
+    assert {Path(name).suffix.lower() for name in files} == set(data_split.SOURCE_SUFFIXES)
+    source = write_files(tmp_path / "train", files | {f"dog.{i}.jpg": jpeg(i) for i in range(11)})
+    assert run(capsys, "--source", source, "--dest", tmp_path / "data")[0] == 0
+    rows = read_csv(tmp_path / "data" / data_split.MANIFEST)
+    assert len(rows) == 22
+    for split in data_split.SPLITS:
+        written = [p for p in (tmp_path / "data" / split).rglob("*") if p.is_file()]
+        assert all(p.suffix.lower() in common.IMAGE_SUFFIXES for p in written)
+        assert len(pipeline.load_split(tmp_path / "data" / split, 16)) == len(written) == sum(r["split"] == split for r in rows)
+
+
+def test_image_suffixes_are_the_ones_keras_reads(tmp_path):
+    import keras
+    png = encoded(upright_test_image(), "PNG")
+    candidates = {*data_split.SOURCE_SUFFIXES, ".JPG", ".jpe", ".svg", ".heic", ".txt"}
+    write_files(tmp_path / "x", {f"cats/a{suffix}": png for suffix in candidates})
+    listed = keras.utils.image_dataset_from_directory(tmp_path / "x", image_size=(8, 8)).file_paths
+    assert sorted(Path(p).suffix for p in listed) == sorted([*common.IMAGE_SUFFIXES, ".JPG"])  # any case
+
+
+@pytest.mark.parametrize("how", ["crc", "encrypted", "deflate"])
+def test_unreadable_archive_members_are_rejected_and_the_run_goes_on(tmp_path, capsys, how):
+    good = {f"train/{name}": data for name, data in kaggle_images(3).items()}
+    stored = how == "crc"  # so that a flipped byte reaches the CRC check instead of the decompressor
+    archive = zip_bytes(good | {"train/cat.90.jpg": jpeg(90)}, zipfile.ZIP_STORED if stored else zipfile.ZIP_DEFLATED)
+    (tmp_path / "train.zip").write_bytes(damaged(archive, "train/cat.90.jpg", how))
+    code, out, _ = run(capsys, "--source", tmp_path / "train.zip", "--dest", tmp_path / "data")
+    assert code == 0 and "rejected 1: 1 unreadable" in out
+    reasons = {r["source"]: r["reason"] for r in read_csv(tmp_path / "data" / data_split.REJECTED)}
+    expected = {"crc": "Bad CRC-32", "encrypted": "encrypted", "deflate": "invalid block type"}[how]
+    assert list(reasons) == ["train.zip!train/cat.90.jpg"] and expected in reasons["train.zip!train/cat.90.jpg"]
+    assert reasons["train.zip!train/cat.90.jpg"].startswith("unreadable: ")
+    assert len(read_csv(tmp_path / "data" / data_split.MANIFEST)) == 6
+
+
+def test_nested_zips_are_read_to_max_depth_and_broken_ones_reported(tmp_path, capsys):
+    assert data_split.MAX_ZIP_DEPTH == 3
+    level4 = zip_bytes({"cat.40.jpg": jpeg(40)})
+    level3 = zip_bytes({"cat.30.jpg": jpeg(30), "d4.zip": level4})
+    level2 = zip_bytes({"cat.20.jpg": jpeg(20), "d3.zip": level3})
+    truncated = zip_bytes({"dog.50.jpg": jpeg(50)})
+    outer = {**{f"train/{n}": d for n, d in kaggle_images(2).items()}, "d2.zip": level2,
+             "garbage.zip": b"PK\x03\x04 not really a zip", "truncated.zip": truncated[:len(truncated) // 2]}
+    (tmp_path / "all.zip").write_bytes(zip_bytes(outer))
+    code, out, err = run(capsys, "--source", tmp_path / "all.zip", "--dest", tmp_path / "data")
+    assert code == 0 and "Traceback" not in out + err
+    sources = {r["source"] for r in read_csv(tmp_path / "data" / data_split.MANIFEST)}
+    assert {"all.zip!d2.zip!cat.20.jpg", "all.zip!d2.zip!d3.zip!cat.30.jpg"} <= sources  # depth 2 and 3
+    assert len(sources) == 6
+    reasons = {r["source"]: r["reason"] for r in read_csv(tmp_path / "data" / data_split.REJECTED)}
+    assert reasons.pop("all.zip!d2.zip!d3.zip!d4.zip") == "archive nested deeper than 3 levels"
+    assert sorted(reasons) == ["all.zip!garbage.zip", "all.zip!truncated.zip"]
+    assert all(reason.startswith("unreadable archive: ") for reason in reasons.values())
+
+
+def test_workers_flag_sets_the_threads_and_not_the_result(tmp_path, capsys, monkeypatch):
+    source = write_files(tmp_path / "train", kaggle_images(6) | {"cat.9.jpg": encoded(upright_test_image(), "PNG")})
+    check_entry, threads, calls, lock = data_split.check_entry, {}, [], threading.Lock()
+    barrier = threading.Barrier(3)
+
+    def recording(*args):
+        with lock:
+            threads.setdefault(workers, set()).add(threading.get_ident())
+            calls.append(workers)
+            first = calls.count(workers) <= 3
+        if workers == 3 and first:
+            barrier.wait(timeout=60)  # passes only once 3 threads check images at the same time
+        return check_entry(*args)
+
+    monkeypatch.setattr(data_split, "check_entry", recording)
+    for workers in (1, 3):
+        code, out, _ = run(capsys, "--source", source, "--dest", tmp_path / f"out-{workers}", "--workers", workers)
+        assert code == 0 and f"with {workers} threads" in out
+    assert len(threads[1]) == 1 and threading.get_ident() not in threads[1]
+    assert len(threads[3]) == 3 and not barrier.broken
+    assert (tmp_path / "out-1" / data_split.MANIFEST).read_bytes() == (tmp_path / "out-3" / data_split.MANIFEST).read_bytes()
+    assert checksums(tmp_path / "out-1" / "train") == {k.replace("out-3", "out-1"): v
+                                                      for k, v in checksums(tmp_path / "out-3" / "train").items()}
+
+
+def exif_with_a_mistyped_tag() -> bytes:
+    """An EXIF-rotated JPEG whose tag 0x0107 (a number) holds text: it decodes, but rotating it fails."""
+    exif = Image.Exif()
+    exif[data_split.EXIF_ORIENTATION] = 6
+    exif[0x010F] = "Canon"  # Make, text
+    raw = exif.tobytes().replace(b"\x01\x0f\x00\x02", b"\x01\x07\x00\x02")  # now tag 0x0107, still text
+    return encoded(upright_test_image(), exif=raw)
+
+
+def test_exif_that_cannot_be_applied_is_a_corrupt_image(tmp_path, capsys):
+    source = write_files(tmp_path / "train", kaggle_images(3) | {"cat.9.jpg": exif_with_a_mistyped_tag()})
+    code, out, _ = run(capsys, "--source", source, "--dest", tmp_path / "data")
+    assert code == 0 and "rejected 1: 1 corrupt image" in out
+    reasons = {r["source"]: r["reason"] for r in read_csv(tmp_path / "data" / data_split.REJECTED)}
+    assert reasons["train/cat.9.jpg"].startswith("corrupt image: ")
+
+
+@pytest.mark.parametrize("error", [MemoryError, TypeError])
+def test_memory_errors_and_bugs_stop_the_run_instead_of_rejecting_images(tmp_path, capsys, monkeypatch, error):
+    source = write_files(tmp_path / "train", kaggle_images(3))
+
+    def failing_load(self):
+        raise error("not the file's fault")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", failing_load)
+    with pytest.raises(error):
+        data_split.main(["--source", str(source), "--dest", str(tmp_path / "data")])
+    assert not (tmp_path / "data" / data_split.REJECTED).exists()
+
+
+@pytest.mark.parametrize("where", ["copy", "convert", "nested-zip", "manifest"])
+def test_a_failed_write_into_dest_stops_the_run_in_one_line(tmp_path, capsys, monkeypatch, where):
+    images = kaggle_images(3) | {"cat.9.jpg": encoded(upright_test_image(), "PNG")}
+    (tmp_path / "all.zip").write_bytes(zip_bytes({"train.zip": zip_bytes(images)}))
+    source = write_files(tmp_path / "train", images) if where != "nested-zip" else tmp_path / "all.zip"
+    dest = tmp_path / "data"
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(dest / "manifest.csv") if where == "manifest" else None)
+
+    target = {"copy": (data_split.Path, "write_bytes"), "convert": (Image.Image, "save"),
+              "nested-zip": (data_split.tempfile.SpooledTemporaryFile, "write"),
+              "manifest": (data_split, "write_csv")}[where]
+    monkeypatch.setattr(*target, disk_full)
+    code, out, err = run(capsys, "--source", source, "--dest", dest)
+    assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert err.startswith("data_split.py: error: cannot write the split: No space left on device")
+    assert "rejected" not in out and not (dest / data_split.SPLIT_JSON).exists()
+    monkeypatch.undo()
+    code, out, _ = run(capsys, "--source", source, "--dest", dest)  # once there is space again: no --force needed
+    assert code == 0 and len(read_csv(dest / data_split.MANIFEST)) == 7
+
+
+
 # ---------------------------------------------------------------- the split itself
 
 
-def test_same_seed_same_split_whatever_the_file_order_other_seed_differs(tmp_path, capsys):
+def test_same_seed_same_split_whatever_the_file_order_other_seed_differs(tmp_path, capsys, monkeypatch):
     images = kaggle_images(20)
-    write_files(tmp_path / "a" / "train", images)
-    write_files(tmp_path / "b" / "train", dict(reversed(list(images.items()))))  # created in the other order
-    for name in ("a", "b"):
-        assert run(capsys, "--source", tmp_path / name / "train", "--dest", tmp_path / f"out-{name}", "--seed", 3)[0] == 0
+    # Same-named files in two folders and in one archive: which gets "cat.3-2.jpg" or "NAME#2" could
+    # follow the listing order, so the listing order is reversed below.
+    files = {f"train/{name}": data for name, data in images.items()} | {
+        "train/extra/cat.3.jpg": jpeg(903), "train/extra/dog.4.jpg": jpeg(904),
+        "train/more.zip": zip_bytes([("cat.5.jpg", jpeg(905)), ("cat.5.jpg", jpeg(915)), ("dog.6.jpg", jpeg(906))]),
+    }
+    source = write_files(tmp_path / "in", files) / "train"
+    assert run(capsys, "--source", source, "--dest", tmp_path / "out-a", "--seed", 3)[0] == 0
+
+    walk = data_split.os.walk
+
+    def reversed_walk(top, *args, **kwargs):  # deepest folder first, each listed Z to A
+        for folder, dirs, names in reversed(list(walk(top, *args, **kwargs))):
+            yield folder, sorted(dirs, reverse=True), sorted(names, reverse=True)
+
+    monkeypatch.setattr(data_split.os, "walk", reversed_walk)
+    monkeypatch.setattr(zipfile.ZipFile, "infolist", lambda self: self.filelist[::-1])
+    assert run(capsys, "--source", source, "--dest", tmp_path / "out-b", "--seed", 3)[0] == 0
+    monkeypatch.undo()
     assert (tmp_path / "out-a" / data_split.MANIFEST).read_bytes() == (tmp_path / "out-b" / data_split.MANIFEST).read_bytes()
-    assert run(capsys, "--source", tmp_path / "a" / "train", "--dest", tmp_path / "out-c", "--seed", 4)[0] == 0
+    assert checksums(tmp_path / "out-a" / "train") == {k.replace("out-b", "out-a"): v
+                                                      for k, v in checksums(tmp_path / "out-b" / "train").items()}
+    sources = {r["source"] for r in read_csv(tmp_path / "out-a" / data_split.MANIFEST)}
+    assert {"train/more.zip!cat.5.jpg", "train/more.zip!cat.5.jpg#2", "train/extra/cat.3.jpg"} <= sources
+    assert run(capsys, "--source", source, "--dest", tmp_path / "out-c", "--seed", 4)[0] == 0
     assert assignment(tmp_path / "out-a") != assignment(tmp_path / "out-c")
     validation = [r for r in read_csv(tmp_path / "out-c" / data_split.MANIFEST) if r["split"] == "validation"]
-    assert len(validation) == 8
+    assert len(validation) == 9  # 20% of 23 cats and 22 dogs
 
 
 def test_byte_identical_duplicates_never_span_both_splits(tmp_path, capsys):
@@ -445,6 +673,7 @@ def test_user_mistakes_exit_2_with_one_line(tmp_path, capsys, case):
     assert len(err.strip().splitlines()) == 1 and err.startswith("data_split.py: error:")
     assert "Traceback" not in err
     assert not (tmp_path / "out").exists() and not (source / "data").exists()
+    assert not (tmp_path / "data").exists()  # nor the default --dest, in the working folder
 
 
 def test_command_line_errors_and_help_without_traceback(tmp_path):
@@ -453,6 +682,6 @@ def test_command_line_errors_and_help_without_traceback(tmp_path):
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.strip().splitlines() == [f"data_split.py: error: source {tmp_path / 'nowhere'} does not exist"]
     help_text = subprocess.run([sys.executable, str(ROOT / "data_split.py"), "--help"],
-                               capture_output=True, text=True).stdout
+                               capture_output=True, text=True, cwd=tmp_path).stdout
     for flag in ("--source", "--dest", "--val-fraction", "--seed", "--link", "--force", "--demo", "--workers"):
         assert flag in help_text
