@@ -2,6 +2,11 @@
 
 import csv
 import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
 
 import keras
 import pytest
@@ -15,6 +20,7 @@ import pipeline
 import train
 import trial
 
+ROOT = Path(__file__).resolve().parent.parent
 FAST = ["--image-size", "24", "--batch-size", "8", "--epochs", "2", "--steps-per-epoch", "2", "--quiet"]
 SMALL_GRID = ["--grid", "num_units=8,16", "--grid", "dropout=0.1", "--grid", "optimizer=adam,sgd", "--grid", "learning_rate=0.01"]
 
@@ -176,3 +182,38 @@ def test_grid_with_augmentation_in_the_model(dataset, tmp_path):
     assert train.main(["--data", str(dataset), "--logdir", str(logdir), *FAST, *grid, "--augment-in-model"]) == 0
     (record,) = [json.loads(p.read_text()) for p in logdir.glob("*/trial.json")]
     assert record["status"] == "success" and record["settings"]["augment_in_model"] is True
+
+
+NOISE = [
+    "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
+    "I0000 00:00:1795826887.781652    2160 cudart_stub.cc:31] Could not find cuda drivers on your machine, GPU will not be used.",
+    "E0000 00:00:1795826892.039200    2160 cuda_platform.cc:52] failed call to cuInit: INTERNAL: CUDA error: "
+    "Failed call to cuInit: UNKNOWN ERROR (303)",
+    "E0000 00:00:1795826894.834835    2160 node_def_util.cc:682] NodeDef mentions attribute use_unbounded_threadpool "
+    "which is not in the op definition: Op<name=MapDataset> This may be expected",
+]
+KEPT = [
+    "E0000 00:00:1795826892.039200    2160 cuda_platform.cc:52] failed call to cuInit: CUDA_ERROR_NO_DEVICE (100)",
+    "W0000 00:00:1795826892.039200    2160 bfc_allocator.cc:1] Allocator ran out of memory",
+    "a line of our own",
+]
+
+
+@pytest.mark.parametrize("level, filtered", [("2", True), ("1", False)])
+def test_tensorflow_noise_is_filtered_even_from_a_process_that_aborts(level, filtered):
+    # The noise and the real lines go straight to fd 2, as TensorFlow's C++ writes them; the last
+    # line has no newline, and the process aborts inside the block as a failed TF check would.
+    script = (f"import os, train\nwith train.tensorflow_noise_filtered():\n"
+              f"    os.write(2, {chr(10).join(NOISE + KEPT).encode()!r} + b'\\nlast words')\n    os.abort()\n")
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": level}
+    err = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True).stderr
+    assert err.splitlines() == ([] if filtered else NOISE) + KEPT + ["last words"]
+
+
+def test_first_run_prints_no_tensorflow_noise(dataset, tmp_path):
+    argv = ["--data", str(dataset), "--logdir", str(tmp_path / "logs"), *FAST, "--epochs", "1", "--steps-per-epoch", "1",
+            "--grid", "num_units=8", "--grid", "dropout=0.1", "--grid", "optimizer=adam", "--grid", "learning_rate=0.01"]
+    run = subprocess.run([sys.executable, str(ROOT / "train.py"), *argv], cwd=ROOT, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert "Training on " in run.stdout and "tensorboard --logdir" in run.stdout
+    assert not [line for line in run.stderr.splitlines() if re.match(train.TF_NOISE, line)]
