@@ -122,7 +122,8 @@ def parse_args(argv):
     add_device_flags(parser)
     parser.add_argument("--restart", action="store_true",
                         help="start the grid over; earlier results in --logdir are moved to a dated folder beside it")
-    parser.add_argument("--quiet", action="store_true", help="no Keras per-epoch progress, only a line per trial")
+    parser.add_argument("--quiet", action="store_true", help="no Keras progress, only a line per trial "
+                        "(without it: a progress bar on a terminal, a line per epoch into a file or pipe)")
     args = parser.parse_args(argv)
     for flag in ("image_size", "batch_size", "epochs", "steps_per_epoch"):
         if getattr(args, flag) is not None and getattr(args, flag) < 1:
@@ -148,6 +149,13 @@ def resolve_device_flags(args, gpus):
     for name in DEVICE_FLAGS:
         if getattr(args, name) is None:
             setattr(args, name, bool(gpus))
+
+
+def keras_verbosity(quiet):
+    """Keras fit's verbose: a progress bar on a terminal, one line per epoch into a file or pipe."""
+    # Keras' own "auto" always means the bar, whose redraws fill a log file with control characters
+    # (its docs recommend 2 when not interactive).
+    return 0 if quiet else "auto" if sys.stdout.isatty() else 2
 
 
 def make_settings(args, train_images):
@@ -285,7 +293,7 @@ def _main(args):
               f"mixed precision {'on' if settings.mixed_precision else 'off'}, "
               f"augmentation {'in the model' if settings.augment_in_model else 'in the input pipeline'}.")
         experiment.prepare(args.logdir, settings, hparams)
-        records = run_trials(trials, settings, hparams, args.logdir, data, 0 if args.quiet else "auto")
+        records = run_trials(trials, settings, hparams, args.logdir, data, keras_verbosity(args.quiet))
 
     print_table(search.ranked(records))
     failed = [r for r in records if r["status"] != "success"]

@@ -217,3 +217,12 @@ def test_first_run_prints_no_tensorflow_noise(dataset, tmp_path):
     assert run.returncode == 0, run.stderr
     assert "Training on " in run.stdout and "tensorboard --logdir" in run.stdout
     assert not [line for line in run.stderr.splitlines() if re.match(train.TF_NOISE, line)]
+
+
+def test_progress_into_a_file_is_one_plain_line_per_epoch(dataset, tmp_path, capsys):
+    argv = ["--data", str(dataset), "--logdir", str(tmp_path / "logs"), *FAST,
+            "--grid", "num_units=8", "--grid", "dropout=0.1", "--grid", "optimizer=adam", "--grid", "learning_rate=0.01"]
+    assert train.main([a for a in argv if a != "--quiet"]) == 0  # capsys: stdout is not a terminal
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\r" not in out and "\b" not in out
+    assert [line.startswith("2/2 - ") for line in out.splitlines() if "val_accuracy" in line] == [True, True]
