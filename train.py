@@ -17,8 +17,10 @@ This file is the command line and the loop; the work is done by
 """
 
 import argparse
+import contextlib
 import math
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -45,11 +47,55 @@ EXIT_TRIAL_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
+# TensorFlow's C++ log lines that TF_CPP_MIN_LOG_LEVEL does not hide and that ask nothing of the
+# user: absl's notice that it logs before being initialised, printed twice whatever the level;
+# "no CUDA driver" on a machine without a GPU (the run's own summary names the device); and a
+# tf.data graph rewrite that TensorFlow itself says "may be expected", printed for every trial.
+TF_NOISE = (
+    r"WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR$"
+    r"|[IWE]\d{4} [\d:.]+ +\d+ (cudart_stub\.cc:\d+\] Could not find cuda drivers on your machine"
+    r"|cuda_platform\.cc:\d+\] failed call to cuInit: INTERNAL: CUDA error: Failed call to cuInit: UNKNOWN ERROR \(303\)$"
+    r"|node_def_util\.cc:\d+\] NodeDef mentions attribute use_unbounded_threadpool which is not in the op definition)"
+)
+# Run in a separate process, not a thread: what TensorFlow writes just before it aborts (an
+# unsupported CPU, a failed check) must still reach the terminal.
+_FILTER = """
+import re, sys
+noise = re.compile(sys.argv[1].encode())
+for line in sys.stdin.buffer:
+    if not noise.match(line):
+        sys.stdout.buffer.write(line)
+        sys.stdout.buffer.flush()
+"""
+
 DEVICE_FLAGS = {
     "xla": "compile each model with XLA",
     "mixed_precision": "float16 compute with float32 weights",
     "augment_in_model": "augment on the accelerator, as the model's first layer, instead of in the input pipeline",
 }
+
+
+@contextlib.contextmanager
+def tensorflow_noise_filtered():
+    """Drop TF_NOISE lines from everything written to stderr (fd 2, C++ included) inside the block,
+    unless TF_CPP_MIN_LOG_LEVEL asks for TensorFlow's INFO or WARNING lines (0 or 1)."""
+    if os.environ.get("TF_CPP_MIN_LOG_LEVEL") in ("0", "1"):
+        yield
+        return
+    sys.stderr.flush()
+    stderr = os.dup(2)
+    # Its own session, so that Ctrl-C stops the trainer but not its last words on the way out.
+    child = subprocess.Popen([sys.executable, "-I", "-S", "-c", _FILTER, TF_NOISE],
+                             stdin=subprocess.PIPE, stdout=stderr, start_new_session=True)
+    os.dup2(child.stdin.fileno(), 2)
+    child.stdin.close()
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(stderr, 2)  # closes the pipe's last write end: the filter copies what is left and exits
+        os.close(stderr)
+        child.wait()
 
 
 def parse_args(argv):
@@ -76,7 +122,8 @@ def parse_args(argv):
     add_device_flags(parser)
     parser.add_argument("--restart", action="store_true",
                         help="start the grid over; earlier results in --logdir are moved to a dated folder beside it")
-    parser.add_argument("--quiet", action="store_true", help="no Keras per-epoch progress, only a line per trial")
+    parser.add_argument("--quiet", action="store_true", help="no Keras progress, only a line per trial "
+                        "(without it: a progress bar on a terminal, a line per epoch into a file or pipe)")
     parser.add_argument("--search", choices=("grid", "halving"), default="grid",
                         help="grid: every trial for --epochs; halving: every trial for --min-epochs, then only the best "
                              "1/--halving-rate go on, rung by rung, to --epochs")
@@ -109,6 +156,13 @@ def resolve_device_flags(args, gpus):
     for name in DEVICE_FLAGS:
         if getattr(args, name) is None:
             setattr(args, name, bool(gpus))
+
+
+def keras_verbosity(quiet):
+    """Keras fit's verbose: a progress bar on a terminal, one line per epoch into a file or pipe."""
+    # Keras' own "auto" always means the bar, whose redraws fill a log file with control characters
+    # (its docs recommend 2 when not interactive).
+    return 0 if quiet else "auto" if sys.stdout.isatty() else 2
 
 
 def make_settings(args, train_images):
@@ -232,7 +286,8 @@ def main(argv=None):
     error, 130 when interrupted (rerun the same command to resume)."""
     args = parse_args(argv)
     try:
-        return _main(args)
+        with tensorflow_noise_filtered():
+            return _main(args)
     except UsageError as e:
         print(f"train.py: error: {e}", file=sys.stderr)
         return EXIT_USAGE
@@ -261,7 +316,8 @@ def _main(args):
         if args.restart and (moved := experiment.move_aside(args.logdir)):
             print(f"Earlier results moved to {moved}")
 
-        resolve_device_flags(args, trial.gpu_names())
+        gpus = trial.gpu_names()
+        resolve_device_flags(args, gpus)
         if args.deterministic:
             import tensorflow as tf
 
@@ -271,11 +327,12 @@ def _main(args):
         settings = make_settings(args, len(data[0]))
         print(f"Decoded {len(data[0])} training and {len(data[1])} validation images at "
               f"{args.image_size}x{args.image_size} in {time.monotonic() - t0:.1f} s (once for all {len(trials)} trials). "
-              f"XLA {'on' if settings.xla else 'off'}, mixed precision {'on' if settings.mixed_precision else 'off'}, "
+              f"Training on {', '.join(gpus) or 'the CPU (TensorFlow sees no GPU)'}: XLA {'on' if settings.xla else 'off'}, "
+              f"mixed precision {'on' if settings.mixed_precision else 'off'}, "
               f"augmentation {'in the model' if settings.augment_in_model else 'in the input pipeline'}.")
         searcher = make_search(args)
         experiment.prepare(args.logdir, settings, hparams, searcher.describe())
-        records = run_trials(searcher, trials, settings, hparams, args.logdir, data, 0 if args.quiet else "auto")
+        records = run_trials(searcher, trials, settings, hparams, args.logdir, data, keras_verbosity(args.quiet))
 
     print_table(search.ranked(records))
     failed = [r for r in records if r["status"] != "success"]

@@ -2,6 +2,11 @@
 
 import csv
 import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -16,6 +21,7 @@ import pipeline
 import train
 import trial
 
+ROOT = Path(__file__).resolve().parent.parent
 # The device flags pinned, so that a machine with a GPU tests this same configuration.
 CPU = ["--no-xla", "--no-mixed-precision", "--no-augment-in-model"]
 FAST = ["--image-size", "24", "--batch-size", "8", "--epochs", "2", "--steps-per-epoch", "2", "--quiet", *CPU]
@@ -74,7 +80,7 @@ def test_grid_shows_up_in_the_hparams_dashboard(dataset, tmp_path, tensorboard, 
         assert record["settings"]["data_fingerprint"] == pipeline.data_fingerprint(dataset)
     ranks = [float(row[H.METRIC_ACCURACY]) for row in read_results(logdir)]
     assert ranks == sorted(ranks, reverse=True)
-    assert "━━" not in capsys.readouterr().out  # --quiet: no Keras progress bars
+    assert "val_accuracy" not in capsys.readouterr().out  # --quiet: no Keras progress lines
 
     # best_model.keras is rank 1's model: evaluated on the validation images it gives rank 1's
     # final metrics, and as the README says it takes uint8 images and returns [P(cat), P(dog)].
@@ -128,7 +134,7 @@ def test_demo_flag_uses_generated_data(tmp_path, monkeypatch, capsys):
     assert (tmp_path / train.DEMO_LOGDIR / "results.csv").exists()
     out = capsys.readouterr().out
     assert "tensorboard --logdir logs/demo" in out
-    assert "━━" in out  # without --quiet, Keras' progress bars
+    assert "val_accuracy" in out  # without --quiet, Keras' per-epoch progress
 
 
 def test_demo_changes_the_defaults_not_what_the_user_set():
@@ -235,3 +241,47 @@ def test_ctrl_c_anywhere_exits_130_with_the_resume_hint(dataset, tmp_path, monke
     assert "rerun the same command" in err and "Traceback" not in err
     with experiment.locked(logdir):  # and the logdir is free again
         pass
+
+
+NOISE = [
+    "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
+    "I0000 00:00:1795826887.781652    2160 cudart_stub.cc:31] Could not find cuda drivers on your machine, GPU will not be used.",
+    "E0000 00:00:1795826892.039200    2160 cuda_platform.cc:52] failed call to cuInit: INTERNAL: CUDA error: "
+    "Failed call to cuInit: UNKNOWN ERROR (303)",
+    "E0000 00:00:1795826894.834835    2160 node_def_util.cc:682] NodeDef mentions attribute use_unbounded_threadpool "
+    "which is not in the op definition: Op<name=MapDataset> This may be expected",
+]
+KEPT = [
+    "E0000 00:00:1795826892.039200    2160 cuda_platform.cc:52] failed call to cuInit: CUDA_ERROR_NO_DEVICE (100)",
+    "W0000 00:00:1795826892.039200    2160 bfc_allocator.cc:1] Allocator ran out of memory",
+    "a line of our own",
+]
+
+
+@pytest.mark.parametrize("level, filtered", [("2", True), ("1", False)])
+def test_tensorflow_noise_is_filtered_even_from_a_process_that_aborts(level, filtered):
+    # The noise and the real lines go straight to fd 2, as TensorFlow's C++ writes them; the last
+    # line has no newline, and the process aborts inside the block as a failed TF check would.
+    script = (f"import os, train\nwith train.tensorflow_noise_filtered():\n"
+              f"    os.write(2, {chr(10).join(NOISE + KEPT).encode()!r} + b'\\nlast words')\n    os.abort()\n")
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": level}
+    err = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True).stderr
+    assert err.splitlines() == ([] if filtered else NOISE) + KEPT + ["last words"]
+
+
+def test_first_run_prints_no_tensorflow_noise(dataset, tmp_path):
+    argv = ["--data", str(dataset), "--logdir", str(tmp_path / "logs"), *FAST, "--epochs", "1", "--steps-per-epoch", "1",
+            "--grid", "num_units=8", "--grid", "dropout=0.1", "--grid", "optimizer=adam", "--grid", "learning_rate=0.01"]
+    run = subprocess.run([sys.executable, str(ROOT / "train.py"), *argv], cwd=ROOT, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert "Training on " in run.stdout and "tensorboard --logdir" in run.stdout
+    assert not [line for line in run.stderr.splitlines() if re.match(train.TF_NOISE, line)]
+
+
+def test_progress_into_a_file_is_one_plain_line_per_epoch(dataset, tmp_path, capsys):
+    argv = ["--data", str(dataset), "--logdir", str(tmp_path / "logs"), *FAST,
+            "--grid", "num_units=8", "--grid", "dropout=0.1", "--grid", "optimizer=adam", "--grid", "learning_rate=0.01"]
+    assert train.main([a for a in argv if a != "--quiet"]) == 0  # capsys: stdout is not a terminal
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\r" not in out and "\b" not in out
+    assert [line.startswith("2/2 - ") for line in out.splitlines() if "val_accuracy" in line] == [True, True]
