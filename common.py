@@ -6,6 +6,7 @@ from pathlib import Path
 
 CLASS_DIRS = ("cats", "dogs")  # folder names under each split; Keras labels them 0 and 1 in this order
 SPLITS = ("train", "validation")
+BACKUP_MINUTES = 5.0  # a trial backs up this often (and at each epoch end): a kill loses at most this much training
 MANIFEST = "manifest.csv"  # data_split.py's record of every kept image; its hash fingerprints the data
 
 
