@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import snapshot
+from conftest import snapshot, trial_outcome
 
 import experiment
 import hparams as H
@@ -131,17 +131,10 @@ def run_one_trial(dataset, logdir, kill_at=None):
     return done.returncode
 
 
-def outcome(run_dir):
-    """What an exact resume must reproduce: summary metrics, history.csv, every TensorBoard curve point."""
-    metrics = dict(json.loads((run_dir / trial.TRIAL_FILE).read_text())["metrics"])
-    del metrics[H.METRIC_WALL_TIME]
-    return metrics, (run_dir / trial.HISTORY_FILE).read_text(), trial.read_curves(run_dir)
-
-
 def test_a_trial_killed_anywhere_ends_bit_identical_to_an_uninterrupted_one(dataset, tmp_path):
     name = experiment.trial_name({"num_units": 8, "dropout": 0.2, "optimizer": "adam", "learning_rate": 0.01})
     run_one_trial(dataset, tmp_path / "straight")
-    expected = outcome(tmp_path / "straight" / name)
+    expected = trial_outcome(tmp_path / "straight" / name)
     assert sorted(expected[2]) == [(g, t) for g in ("train", "validation") for t in (H.EPOCH_ACCURACY, H.EPOCH_LOSS)]
     assert all([step for step, _ in points] == [0, 1, 2] for points in expected[2].values())
     record = json.loads((tmp_path / "straight" / name / trial.TRIAL_FILE).read_text())
@@ -157,5 +150,5 @@ def test_a_trial_killed_anywhere_ends_bit_identical_to_an_uninterrupted_one(data
     for kill_at in ("backup:6", "backup:2", "history:1", None):
         run_one_trial(dataset, logdir, kill_at)
     assert json.loads((logdir / name / trial.TRIAL_FILE).read_text())["attempts"] == 4
-    assert outcome(logdir / name) == expected  # exact, not approximate
+    assert trial_outcome(logdir / name) == expected  # exact, not approximate
     assert not (logdir / name / trial.BACKUP_DIR).exists()
