@@ -50,16 +50,17 @@ def test_a_failing_callback_is_not_the_trials_failure(dataset, tmp_path):
 # Op determinism is process-wide and permanent: these trials run in a subprocess.
 CONTINUED_AND_STRAIGHT = """
 import sys
+from pathlib import Path
 import tensorflow as tf
 sys.path[:0] = ["tests", "."]
 import pipeline, trial
 from test_trial import VALUES, settings
 tf.config.experimental.enable_op_determinism()
-dataset, out = sys.argv[1:]
+dataset, out = map(Path, sys.argv[1:])
 data = pipeline.load_data(dataset, 24)
-trial.run(VALUES, settings(dataset, deterministic=True), data, out + "/continued", epochs=1, verbose=0)
-trial.run(VALUES, settings(dataset, deterministic=True), data, out + "/continued", epochs=3, verbose=0)
-trial.run(VALUES, settings(dataset, deterministic=True), data, out + "/straight", epochs=3, verbose=0)
+trial.run(VALUES, settings(dataset, deterministic=True), data, out / "continued", epochs=1, verbose=0)
+trial.run(VALUES, settings(dataset, deterministic=True), data, out / "continued", epochs=3, verbose=0)
+trial.run(VALUES, settings(dataset, deterministic=True), data, out / "straight", epochs=3, verbose=0)
 """
 
 
