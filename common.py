@@ -10,6 +10,7 @@ CLASS_DIRS = tuple(f"{label}s" for label in LABELS)  # folder names under each s
 # data_split.py stores every image under one of them, so training sees every image it kept.
 IMAGE_SUFFIXES = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
 SPLITS = ("train", "validation")
+BACKUP_MINUTES = 5.0  # a trial backs up this often (and at each epoch end): a kill loses at most this much training
 MANIFEST = "manifest.csv"  # data_split.py's record of every kept image; its hash fingerprints the data
 
 

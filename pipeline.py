@@ -225,13 +225,24 @@ def _batches(data, order, batch_size):
     )
 
 
-def train_dataset(data, batch_size, seed, augmented=True):
-    """An endless, seeded, reshuffled-every-pass stream of augmented training batches."""
-    order = tf.data.Dataset.range(len(data)).shuffle(len(data), seed=seed, reshuffle_each_iteration=True).repeat()
-    ds = _batches(data, order, batch_size)
+def train_dataset(data, batch_size, seed, start_step=0, augmented=True):
+    """The endless stream of training batches from batch `start_step` on.
+
+    Batch k is a pure function of (seed, k): it holds stream positions [k * B, (k + 1) * B), where
+    position i is image `index_shuffle(i % N)` of pass i // N's own seeded permutation, augmented
+    with seed (seed, k). A resumed trial starts the stream at its step and sees exactly the batches
+    an uninterrupted one would (a `shuffle(reshuffle_each_iteration=True)` stream would restart).
+    """
+    n = len(data)
+
+    def image_index(position):
+        return tf.random.experimental.index_shuffle(position % n, tf.stack([tf.cast(seed, tf.int64), position // n]), n - 1)
+
+    positions = tf.data.Dataset.range(start_step * batch_size, tf.int64.max)
+    ds = _batches(data, positions.map(image_index, num_parallel_calls=tf.data.AUTOTUNE), batch_size)
     if augmented:
-        ds = ds.enumerate().map(
-            lambda i, batch: (augment(batch[0], tf.stack([tf.cast(seed, tf.int64), i])), batch[1]),
+        ds = ds.enumerate(start_step).map(
+            lambda k, batch: (augment(batch[0], tf.stack([tf.cast(seed, tf.int64), k])), batch[1]),
             num_parallel_calls=tf.data.AUTOTUNE,
         )
     return ds.prefetch(tf.data.AUTOTUNE)

@@ -7,7 +7,7 @@
     tensorboard --logdir logs/hparam_tuning
 
 Rerunning the same command after a crash or Ctrl-C resumes: finished trials are skipped, an
-interrupted trial continues from its last completed epoch.
+interrupted trial continues from its last backup (taken every few minutes).
 
 This file is the command line and the loop; the work is done by
     pipeline.py   the images: checked, decoded once, served as batches
@@ -27,7 +27,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out of the way
 
-from common import UsageError
+from common import BACKUP_MINUTES, UsageError
 
 DEFAULT_DATA = Path("data")
 DEFAULT_LOGDIR = Path("logs/hparam_tuning")
@@ -120,6 +120,8 @@ def parse_args(argv):
     parser.add_argument("--deterministic", action="store_true",
                         help="bitwise-reproducible metrics (TensorFlow op determinism; slower, turns XLA off)")
     add_device_flags(parser)
+    parser.add_argument("--backup-minutes", type=float, default=BACKUP_MINUTES,
+                        help="back a trial up this often, besides each epoch end: a kill loses at most this much training")
     parser.add_argument("--restart", action="store_true",
                         help="start the grid over; earlier results in --logdir are moved to a dated folder beside it")
     parser.add_argument("--quiet", action="store_true", help="no Keras progress, only a line per trial "
@@ -135,6 +137,8 @@ def parse_args(argv):
     for flag in ("image_size", "batch_size", "epochs", "steps_per_epoch", "min_epochs"):
         if getattr(args, flag) is not None and getattr(args, flag) < 1:
             parser.error(f"--{flag.replace('_', '-')} must be a positive whole number")
+    if args.backup_minutes < 0:
+        parser.error("--backup-minutes must be 0 (every step) or more")
     # --demo changes the defaults, not what the user set explicitly.
     args.data = args.data or (DEMO_DATA if args.demo else DEFAULT_DATA)
     args.logdir = args.logdir or (DEMO_LOGDIR if args.demo else DEFAULT_LOGDIR)
@@ -226,7 +230,7 @@ def print_decision(decision, last_rung):
     print("  stopped: " + (", ".join(decision.stopped) or "none"), flush=True)
 
 
-def run_trials(searcher, trials, settings, hparams, logdir, data, verbose):
+def run_trials(searcher, trials, settings, hparams, logdir, data, verbose, backup_minutes=BACKUP_MINUTES):
     """Run the search over `trials` ({name: values}) in logdir; return the records of all of them."""
     import experiment
     import hparams as H
@@ -257,7 +261,8 @@ def run_trials(searcher, trials, settings, hparams, logdir, data, verbose):
             label = f"[{k}/{len(tasks)}]"
             print(f"\n{label} {describe(task.values)}, to epoch {task.epochs}", flush=True)
             start, before = time.monotonic(), trained()
-            record = trial.run(task.values, settings, data, logdir / task.name, task.epochs, verbose, keep_if_best)
+            record = trial.run(task.values, settings, data, logdir / task.name, task.epochs, verbose, keep_if_best,
+                               backup_minutes)
             records[task.name] = record
             experiment.write_results(logdir, search.ranked(list(records.values())), hparams)
 
@@ -293,7 +298,7 @@ def main(argv=None):
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("\nInterrupted. Finished trials are saved and an interrupted one resumes from its last "
-              "completed epoch: rerun the same command to continue.", file=sys.stderr)
+              "backup: rerun the same command to continue.", file=sys.stderr)
         return EXIT_INTERRUPTED
 
 
@@ -332,7 +337,8 @@ def _main(args):
               f"augmentation {'in the model' if settings.augment_in_model else 'in the input pipeline'}.")
         searcher = make_search(args)
         experiment.prepare(args.logdir, settings, hparams, searcher.describe())
-        records = run_trials(searcher, trials, settings, hparams, args.logdir, data, keras_verbosity(args.quiet))
+        records = run_trials(searcher, trials, settings, hparams, args.logdir, data, keras_verbosity(args.quiet),
+                             args.backup_minutes)
 
     print_table(search.ranked(records))
     failed = [r for r in records if r["status"] != "success"]

@@ -3,23 +3,26 @@
 A trial trains one hparam combination to a given epoch count and leaves in its run folder:
 
     trial.json            hparams, settings, status, metrics, error, versions, device, times
-    history.csv           one row per epoch (Keras CSVLogger)
-    train/ validation/    the epoch curves (Keras TensorBoard callback)
+    history.csv           one row per epoch (Keras CSVLogger's columns)
+    train/ validation/    the epoch curves (the Keras TensorBoard callback's tags)
     events.out.tfevents*  the HParams session: start (hparams) and end (status, summary metrics)
-    backup/               the training state while the trial is unfinished (BackupAndRestore)
+    backup/               the training state while the trial is unfinished (`Backup`)
 
-Calling `run` again on the same folder continues from the backup: after a crash, or with a
-higher epoch count once the trial has reached a lower one.
+Calling `run` again on the same folder continues from the backup, at the step it was taken:
+after a crash, or with a higher epoch count once the trial has reached a lower one. Under
+--deterministic the result is bit-identical to an uninterrupted run's.
 """
 
 import csv
 import datetime
 import gc
+import json
 import math
 import os
 import platform
 import shlex
 import shutil
+import signal
 import sys
 import time
 import traceback
@@ -29,19 +32,22 @@ from pathlib import Path
 import keras
 import numpy as np
 import tensorflow as tf
+from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.plugins.hparams import api as hp
 from tensorboard.plugins.hparams import api_pb2
 from tensorboard.plugins.hparams import summary as hp_summary
 
 import hparams as H
 import pipeline
-from common import read_json, write_json
+from common import BACKUP_MINUTES, read_json, write_json
 from model import build_model
 
 TRIAL_FILE = "trial.json"
 HISTORY_FILE = "history.csv"
 BACKUP_DIR = "backup"
 FINISHED = ("success", "failure")
+CURVE_GROUPS = ("train", "validation")  # the Keras TensorBoard callback's folders
+KILL_AT_ENV = "TRIAL_KILL_AT"  # test hook, see _kill_point
 
 
 @dataclass(frozen=True)
@@ -66,20 +72,8 @@ class TrialFailed(Exception):
     """A trial that ran but produced no usable model (its loss went NaN)."""
 
 
-class _FirstEpoch(keras.callbacks.Callback):
-    """Remembers the epoch training started at: above 0 when BackupAndRestore resumed it."""
-
-    def __init__(self):
-        super().__init__()
-        self.epoch = None
-
-    def on_epoch_begin(self, epoch, logs=None):
-        if self.epoch is None:
-            self.epoch = epoch
-
-
 def read_history(path):
-    """Per-epoch rows of a CSVLogger file, one per epoch (a repeated epoch keeps its last row)."""
+    """Per-epoch rows of history.csv, one per epoch (a repeated epoch keeps its last row)."""
     if not path.exists():
         return []
     with path.open(newline="") as f:
@@ -87,16 +81,162 @@ def read_history(path):
     return [{k: float(v) for k, v in rows[e].items()} for e in sorted(rows)]
 
 
+def write_history(path, rows):
+    """Rewrite history.csv from rows (CSVLogger's columns), atomically.
+
+    Not Keras' CSVLogger: it appends, so an epoch replayed after a kill would get a second row;
+    the file is rewritten here from the backup's own rows instead.
+    """
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", newline="") as f:
+        writer = csv.DictWriter(f, ["epoch"] + sorted({k for row in rows for k in row} - {"epoch"}))
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
+
+
+def read_curves(run_dir):
+    """{(group, tag): [(epoch, value), ...]} of the epoch curves under run_dir/{train,validation},
+    as TensorBoard reads them: every point of every event file, duplicates included, in file order."""
+    curves = {}
+    for group in CURVE_GROUPS:
+        if not (Path(run_dir) / group).is_dir():
+            continue
+        events = event_accumulator.EventAccumulator(
+            str(Path(run_dir) / group), size_guidance={event_accumulator.TENSORS: 0}, purge_orphaned_data=False
+        ).Reload()
+        for tag in events.Tags()[event_accumulator.TENSORS]:
+            curves[(group, tag)] = [(e.step, float(tf.make_ndarray(e.tensor_proto))) for e in events.Tensors(tag)]
+    return curves
+
+
 def epochs_trained(record):
     """How many epochs a finished trial's record says it trained (older records: all of them)."""
     return record.get("epochs", record["settings"]["epochs"])
 
 
-def fit(values, settings, data, run_dir, epochs, verbose="auto"):
-    """Train up to `epochs` epochs in run_dir and return (model, metrics, resumed_from_epoch).
+def _kill_point(name):
+    """Test hook: with TRIAL_KILL_AT=NAME:N in the environment, SIGKILL this process the Nth time it
+    reaches kill point NAME, so that tests can kill it in a chosen window (e.g. between a backup and
+    the epoch's logs) instead of at a random moment."""
+    target, _, count = os.environ.get(KILL_AT_ENV, "").partition(":")
+    if target == name:
+        _kill_counts[name] = _kill_counts.get(name, 0) + 1
+        if _kill_counts[name] == int(count or 1):
+            os.kill(os.getpid(), signal.SIGKILL)
 
-    An interrupted or earlier-stopped trial continues from its backup; the backup is kept
-    until the trial reaches settings.epochs. A NaN loss stops training and raises TrialFailed.
+
+_kill_counts = {}
+
+
+class Backup(keras.callbacks.Callback):
+    """The trial's whole training state in run_dir/backup, and its logs kept in step with it.
+
+    The backup holds the weights, the optimizer's slots and step count, the metric accumulators of
+    the epoch in progress, the dropout and augmentation seed generators' states, the global step
+    and every finished epoch's row. It is written every `minutes` and at each epoch end (after
+    validation). An epoch's history.csv row and TensorBoard points are written only after the
+    backup that holds them, and a resume first writes what the backup holds but the logs lack: a
+    kill at any moment neither repeats nor loses a point. (Keras' BackupAndRestore restores the
+    epoch, not the step, the metric accumulators or the logs.)
+    """
+
+    def __init__(self, model, run_dir, steps_per_epoch, minutes, sample_batch):
+        super().__init__()
+        self.run_dir, self.steps_per_epoch, self.seconds = run_dir, steps_per_epoch, minutes * 60
+        self.step = tf.Variable(0, dtype=tf.int64, trainable=False)  # training steps done
+        self.history = tf.Variable("[]")  # JSON list of the finished epochs' rows (exact floats)
+        # Keras creates the optimizer's slots and the compiled metrics' accumulators at the first
+        # step; create them now so that a backup can be restored into them.
+        model.optimizer.build(model.trainable_variables)
+        x, y = sample_batch
+        model.compute_metrics(x, y, model(x, training=False))
+        model.reset_metrics()
+        # A flat list: tf.train.Checkpoint(model=...) finds none of a Keras 3 model's own variables.
+        self.metrics = list(model.metrics_variables)
+        state = list(model.variables) + list(model.optimizer.variables) + self.metrics
+        self.checkpoint = tf.train.Checkpoint(state=state, step=self.step, history=self.history)
+        # CheckpointManager writes a new backup beside the last one and deletes that one only once
+        # the new one is complete and recorded (atomically) in backup/checkpoint.
+        self.manager = tf.train.CheckpointManager(self.checkpoint, run_dir / BACKUP_DIR, max_to_keep=1)
+        self.resumed_metrics = None
+        if self.manager.latest_checkpoint:
+            self.checkpoint.restore(self.manager.latest_checkpoint).assert_consumed()
+            if int(self.step) % steps_per_epoch:
+                self.resumed_metrics = [v.numpy() for v in self.metrics]
+        self.seconds_saving = 0.0
+        self.saved_at = time.monotonic()
+        self.writers = {}
+        self.write_logs(self.rows())
+
+    def rows(self):
+        """The finished epochs' history rows."""
+        return json.loads(self.history.numpy())
+
+    def save(self):
+        start = time.monotonic()
+        self.manager.save(checkpoint_number=int(self.step))
+        self.saved_at = time.monotonic()
+        self.seconds_saving += self.saved_at - start
+        _kill_point("backup")
+
+    def write_logs(self, rows):
+        """Bring history.csv and the TensorBoard epoch curves in line with rows, writing only the
+        points that are missing: a point already in an event file is never written twice."""
+        if rows or (self.run_dir / HISTORY_FILE).exists():
+            write_history(self.run_dir / HISTORY_FILE, rows)
+        _kill_point("history")
+        logged = {(group, tag, step) for (group, tag), points in read_curves(self.run_dir).items() for step, _ in points}
+        for group in CURVE_GROUPS:
+            # The Keras TensorBoard callback's folders and tags, which hparams.METRICS name.
+            prefix = "val_" if group == "validation" else ""
+            points = [
+                ("epoch_" + key.removeprefix(prefix), int(row["epoch"]), value)
+                for row in rows
+                for key, value in row.items()
+                if key != "epoch" and key.startswith("val_") == (group == "validation")
+            ]
+            points = [p for p in points if (group, p[0], p[1]) not in logged]
+            if points:
+                if group not in self.writers:
+                    self.writers[group] = tf.summary.create_file_writer(str(self.run_dir / group))
+                with self.writers[group].as_default():
+                    for tag, epoch, value in points:
+                        tf.summary.scalar(tag, value, step=epoch)
+                self.writers[group].flush()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.resumed_metrics is not None:  # fit has just reset the interrupted epoch's accumulators
+            for variable, value in zip(self.metrics, self.resumed_metrics):
+                variable.assign(value)
+            self.resumed_metrics = None
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.step.assign_add(1)
+        # The epoch's last step is backed up after validation, with the epoch's row; nothing is
+        # backed up once the loss is NaN.
+        if (int(self.step) % self.steps_per_epoch and not self.model.stop_training
+                and time.monotonic() - self.saved_at >= self.seconds):
+            self.save()
+
+    def on_epoch_end(self, epoch, logs=None):
+        rows = self.rows() + [{"epoch": epoch, **{k: float(v) for k, v in sorted(logs.items())}}]
+        self.history.assign(json.dumps(rows))
+        if not self.model.stop_training:
+            self.save()
+        self.write_logs(rows)
+
+    def close(self):
+        for writer in self.writers.values():
+            writer.close()
+
+
+def fit(values, settings, data, run_dir, epochs, verbose="auto", backup_minutes=BACKUP_MINUTES):
+    """Train up to `epochs` epochs in run_dir; return (model, metrics, resumed_from_step, backup_seconds).
+
+    An interrupted or earlier-stopped trial continues from its backup, at the step it was backed up
+    at; `run` deletes the backup once the trial is finished. A NaN loss stops training and raises
+    TrialFailed.
     """
     start = time.monotonic()
     train_set, val_set = data
@@ -105,30 +245,28 @@ def fit(values, settings, data, run_dir, epochs, verbose="auto"):
     keras.utils.set_random_seed(settings.seed)  # same seed, same initial weights and dropout masks
     augment_seed = settings.seed if settings.augment_in_model else None
     model = build_model(values, settings.image_size, xla=settings.xla, augment_seed=augment_seed)
-    first_epoch = _FirstEpoch()
-    callbacks = [
-        # CSVLogger before BackupAndRestore: a kill between the two repeats an epoch (its row is
-        # then replaced, see read_history) rather than losing its row.
-        keras.callbacks.CSVLogger(run_dir / HISTORY_FILE, append=True),
-        keras.callbacks.BackupAndRestore(
-            run_dir / BACKUP_DIR,
-            double_checkpoint=True,  # survives a kill mid-save
-            delete_checkpoint=epochs >= settings.epochs,  # kept while the trial may be continued
-        ),
-        keras.callbacks.TensorBoard(run_dir, write_graph=False, profile_batch=0),
-        keras.callbacks.TerminateOnNaN(),
-        first_epoch,
-    ]
-    model.fit(
-        pipeline.train_dataset(train_set, settings.batch_size, settings.seed, augmented=not settings.augment_in_model),
-        steps_per_epoch=settings.steps_per_epoch,
-        epochs=epochs,
-        validation_data=pipeline.validation_dataset(val_set, settings.batch_size),
-        callbacks=callbacks,
-        shuffle=False,  # train_dataset shuffles, seeded
-        verbose=verbose,
-    )
-    history = read_history(run_dir / HISTORY_FILE)
+    validation = pipeline.validation_dataset(val_set, settings.batch_size)
+    steps = settings.steps_per_epoch
+    backup = Backup(model, run_dir, steps, backup_minutes, next(iter(validation)))
+    resumed_from = int(backup.step)
+    try:
+        while int(backup.step) < epochs * steps and not model.stop_training:
+            epoch, done = divmod(int(backup.step), steps)
+            # An interrupted epoch is finished on its own (fewer steps), the later ones in one go.
+            model.fit(
+                pipeline.train_dataset(train_set, settings.batch_size, settings.seed, start_step=int(backup.step),
+                                       augmented=not settings.augment_in_model),
+                steps_per_epoch=steps - done,
+                initial_epoch=epoch,
+                epochs=epoch + 1 if done else epochs,
+                validation_data=validation,
+                callbacks=[keras.callbacks.TerminateOnNaN(), backup],  # in this order: no backup of a NaN step
+                shuffle=False,  # train_dataset shuffles, seeded
+                verbose=verbose,
+            )
+    finally:
+        backup.close()
+    history = backup.rows()
     bad = [i for i, row in enumerate(history) if not math.isfinite(row["loss"])]
     if model.stop_training or bad or not history:
         raise TrialFailed(f"loss became NaN in epoch {(bad or [len(history)])[0] + 1}")
@@ -139,16 +277,17 @@ def fit(values, settings, data, run_dir, epochs, verbose="auto"):
         H.METRIC_VAL_LOSS: last["val_loss"],
         H.METRIC_WALL_TIME: round(time.monotonic() - start, 3),
     }
-    return model, metrics, first_epoch.epoch or 0
+    return model, metrics, resumed_from, round(backup.seconds_saving, 3)
 
 
-def run(values, settings, data, run_dir, epochs=None, verbose="auto", on_success=None):
+def run(values, settings, data, run_dir, epochs=None, verbose="auto", on_success=None, backup_minutes=BACKUP_MINUTES):
     """Run one trial in run_dir up to `epochs` (default: settings.epochs) and return its record.
 
     data is the (train, validation) pair of pipeline.ImageSets. A raised exception or a NaN loss
     makes the trial a failure with its reason; Ctrl-C marks it interrupted and propagates.
     on_success(model, record) is called with the trained model before its memory is freed
     (the experiment keeps the best one); what it raises propagates, it is not the trial's fault.
+    The training state is backed up every `backup_minutes` and at each epoch end.
     """
     epochs = settings.epochs if epochs is None else epochs
     run_dir = Path(run_dir)
@@ -167,11 +306,13 @@ def run(values, settings, data, run_dir, epochs=None, verbose="auto", on_success
     registered = set(gradient_registry())
     try:
         try:
-            model, metrics, record["resumed_from_epoch"] = fit(values, settings, data, run_dir, epochs, verbose)
+            model, metrics, step, record["backup_s"] = fit(values, settings, data, run_dir, epochs, verbose,
+                                                           backup_minutes)
             metrics[H.METRIC_EPOCHS] = epochs
             # Every epoch's validation metrics, so that a search can compare trials at any earlier epoch.
             curve = [{H.METRIC_ACCURACY: row["val_accuracy"], H.METRIC_VAL_LOSS: row["val_loss"]}
                      for row in read_history(run_dir / HISTORY_FILE)[:epochs]]
+            record.update(resumed_from_step=step, resumed_from_epoch=step // settings.steps_per_epoch)
             record.update(status="success", metrics=metrics, epochs=epochs, curve=curve,
                           dtype_policy=model.dtype_policy.name)
         except KeyboardInterrupt:
@@ -191,11 +332,14 @@ def run(values, settings, data, run_dir, epochs=None, verbose="auto", on_success
     record["finished"] = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
     record["rss_mb"] = resident_mb()
     write_json(run_dir / TRIAL_FILE, record)
+    # Deleted only once trial.json says the trial is finished: a kill before that resumes, not restarts.
+    if record["status"] == "failure" or epochs >= settings.epochs:
+        discard_backup(run_dir)
     return record
 
 
 def discard_backup(run_dir):
-    """Delete a stopped trial's training state, once no search will continue it."""
+    """Delete a trial's training state, once nothing will continue it."""
     shutil.rmtree(Path(run_dir) / BACKUP_DIR, ignore_errors=True)
 
 

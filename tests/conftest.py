@@ -166,3 +166,14 @@ def snapshot(folder):
         p.relative_to(folder): (p.stat().st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest())
         for p in sorted(folder.rglob("*")) if p.is_file()
     }
+
+
+def trial_outcome(run_dir):
+    """What an exact resume must reproduce: trial.json's metrics (but wall time), history.csv and
+    every TensorBoard epoch-curve point, duplicates included."""
+    import hparams as H
+    import trial
+
+    metrics = dict(json.loads((run_dir / trial.TRIAL_FILE).read_text())["metrics"])
+    del metrics[H.METRIC_WALL_TIME]
+    return metrics, (run_dir / trial.HISTORY_FILE).read_text(), trial.read_curves(run_dir)

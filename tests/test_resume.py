@@ -1,6 +1,7 @@
 """A grid survives SIGKILL and Ctrl-C, failures stay isolated, reruns reuse only comparable trials."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -8,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import snapshot
+from conftest import snapshot, trial_outcome
 
 import experiment
 import hparams as H
@@ -31,15 +32,12 @@ def start_grid(dataset, logdir, *extra):
 
 
 def wait_for_epoch(process, run_dir, epoch, timeout=240):
-    """Block until run_dir's BackupAndRestore checkpoint says `epoch` epochs are done."""
+    """Block until run_dir's history.csv (written after the epoch's backup) shows `epoch` epochs done."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert process.poll() is None, process.stdout.read()
-        try:
-            if json.loads((run_dir / "backup" / "training_metadata.json").read_text())["epoch"] >= epoch:
-                return
-        except (OSError, ValueError, KeyError):
-            pass
+        if len(epochs_logged(run_dir)) >= epoch:
+            return
         time.sleep(0.05)
     raise AssertionError(f"{run_dir} never reached epoch {epoch}")
 
@@ -120,23 +118,37 @@ def test_failing_trials_are_recorded_and_the_grid_goes_on(dataset, tmp_path, ten
     assert {n for n, s in statuses.items() if s == "STATUS_FAILURE"} == set(failed)
 
 
-def run_deterministic(dataset, logdir):
-    argv = ["--data", str(dataset), "--logdir", str(logdir), "--image-size", "24", "--batch-size", "8", "--epochs", "2",
-            "--steps-per-epoch", "3", "--quiet", "--deterministic", "--grid", "num_units=8", "--grid", "dropout=0.2",
-            "--grid", "optimizer=adam", "--grid", "learning_rate=0.01"]
-    # Op determinism is process-wide and permanent: keep it out of the test process.
-    subprocess.run([sys.executable, str(ROOT / "train.py"), *argv], cwd=ROOT, check=True, capture_output=True)
-    (record,) = [json.loads(p.read_text()) for p in logdir.glob("*/trial.json")]
-    return record, (logdir / record["name"] / trial.HISTORY_FILE).read_text()
+def run_one_trial(dataset, logdir, kill_at=None):
+    """One --deterministic trial (dropout and augmentation on, so every RNG counts) backed up after
+    every step, in a subprocess: op determinism is process-wide and permanent. With kill_at
+    (trial._kill_point's NAME:N) the process SIGKILLs itself there; returns its exit code."""
+    argv = ["--data", str(dataset), "--logdir", str(logdir), "--image-size", "24", "--batch-size", "8", "--epochs", "3",
+            "--steps-per-epoch", "4", "--quiet", "--deterministic", "--backup-minutes", "0", "--grid", "num_units=8",
+            "--grid", "dropout=0.2", "--grid", "optimizer=adam", "--grid", "learning_rate=0.01"]
+    env = {**os.environ, trial.KILL_AT_ENV: kill_at or ""}
+    done = subprocess.run([sys.executable, str(ROOT / "train.py"), *argv], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert done.returncode == (-signal.SIGKILL if kill_at else 0), done.stdout + done.stderr
+    return done.returncode
 
 
-def test_deterministic_runs_are_bitwise_identical(dataset, tmp_path):
-    first, first_history = run_deterministic(dataset, tmp_path / "a")
-    second, second_history = run_deterministic(dataset, tmp_path / "b")
-    for tag in (H.METRIC_ACCURACY, H.METRIC_BEST_ACCURACY, H.METRIC_VAL_LOSS):
-        assert first["metrics"][tag] == second["metrics"][tag]  # exact, not approximate
-    assert first_history == second_history
-    assert first["settings"]["deterministic"] and not first["settings"]["xla"]
+def test_a_trial_killed_anywhere_ends_bit_identical_to_an_uninterrupted_one(dataset, tmp_path):
+    name = experiment.trial_name({"num_units": 8, "dropout": 0.2, "optimizer": "adam", "learning_rate": 0.01})
+    run_one_trial(dataset, tmp_path / "straight")
+    expected = trial_outcome(tmp_path / "straight" / name)
+    assert sorted(expected[2]) == [(g, t) for g in ("train", "validation") for t in (H.EPOCH_ACCURACY, H.EPOCH_LOSS)]
+    assert all([step for step, _ in points] == [0, 1, 2] for points in expected[2].values())
+    record = json.loads((tmp_path / "straight" / name / trial.TRIAL_FILE).read_text())
+    assert record["settings"]["deterministic"] and not record["settings"]["xla"]
     for key in ("python", "tensorflow", "keras", "numpy", "device"):
-        assert first["environment"][key]
-    assert "--deterministic" in first["command"]
+        assert record["environment"][key]
+    assert "--deterministic" in record["command"]
+
+    logdir = tmp_path / "killed"
+    # 3 epochs of 4 steps, a backup after each step. Kill after the 6th backup (mid-epoch 2); then,
+    # resumed there, after epoch 2's backup but before its history.csv row; then, on the next resume,
+    # after that row is written but before its TensorBoard points. The last run finishes.
+    for kill_at in ("backup:6", "backup:2", "history:1", None):
+        run_one_trial(dataset, logdir, kill_at)
+    assert json.loads((logdir / name / trial.TRIAL_FILE).read_text())["attempts"] == 4
+    assert trial_outcome(logdir / name) == expected  # exact, not approximate
+    assert not (logdir / name / trial.BACKUP_DIR).exists()

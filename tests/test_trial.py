@@ -1,6 +1,11 @@
 """trial.run: one trial in its run folder, continued later at a higher epoch count."""
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
+from conftest import trial_outcome
 
 import pipeline
 import trial
@@ -8,9 +13,9 @@ import trial
 VALUES = {"num_units": 8, "dropout": 0.1, "optimizer": "adam", "learning_rate": 0.01}
 
 
-def settings(dataset, epochs=3):
+def settings(dataset, epochs=3, deterministic=False):
     return trial.Settings(data=str(dataset), data_fingerprint="test", image_size=24, batch_size=8, epochs=epochs,
-                          steps_per_epoch=2, seed=1, deterministic=False, mixed_precision=False, xla=False,
+                          steps_per_epoch=2, seed=1, deterministic=deterministic, mixed_precision=False, xla=False,
                           augment_in_model=False)
 
 
@@ -50,3 +55,31 @@ def test_read_history_keeps_the_last_row_of_a_repeated_epoch(tmp_path):
                                         {"epoch": 1.0, "accuracy": 0.7, "loss": 0.7},
                                         {"epoch": 2.0, "accuracy": 0.8, "loss": 0.6}]
     assert trial.read_history(tmp_path / "missing.csv") == []
+
+
+# Op determinism is process-wide and permanent: these trials run in a subprocess.
+CONTINUED_AND_STRAIGHT = """
+import sys
+from pathlib import Path
+import tensorflow as tf
+sys.path[:0] = ["tests", "."]
+import pipeline, trial
+from test_trial import VALUES, settings
+tf.config.experimental.enable_op_determinism()
+dataset, out = map(Path, sys.argv[1:])
+data = pipeline.load_data(dataset, 24)
+trial.run(VALUES, settings(dataset, deterministic=True), data, out / "continued", epochs=1, verbose=0)
+trial.run(VALUES, settings(dataset, deterministic=True), data, out / "continued", epochs=3, verbose=0)
+trial.run(VALUES, settings(dataset, deterministic=True), data, out / "straight", epochs=3, verbose=0)
+"""
+
+
+def test_a_continued_trial_ends_bit_identical_to_one_run_straight(dataset, tmp_path):
+    """The halving search trains a trial to 1 epoch, then continues it to 3: as if run to 3 at once."""
+    root = Path(__file__).resolve().parent.parent
+    subprocess.run([sys.executable, "-c", CONTINUED_AND_STRAIGHT, str(dataset), str(tmp_path)], cwd=root, check=True)
+
+    continued = trial_outcome(tmp_path / "continued")
+    assert continued == trial_outcome(tmp_path / "straight")  # exact, not approximate
+    assert all([step for step, _ in points] == [0, 1, 2] for points in continued[2].values())
+    assert trial.load(tmp_path / "continued")["resumed_from_epoch"] == 1
