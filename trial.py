@@ -47,7 +47,8 @@ HISTORY_FILE = "history.csv"
 BACKUP_DIR = "backup"
 FINISHED = ("success", "failure")
 CURVE_GROUPS = ("train", "validation")  # the Keras TensorBoard callback's folders
-KILL_AT_ENV = "TRIAL_KILL_AT"  # test hook, see _kill_point
+KILL_AT_ENV = "TRIAL_KILL_AT"  # test hooks, see _kill_point
+PAUSE_AT_ENV = "TRIAL_PAUSE_AT"
 
 
 @dataclass(frozen=True)
@@ -110,23 +111,24 @@ def read_curves(run_dir):
     return curves
 
 
-def epochs_trained(record):
-    """How many epochs a finished trial's record says it trained (older records: all of them)."""
-    return record.get("epochs", record["settings"]["epochs"])
-
-
 def _kill_point(name):
-    """Test hook: with TRIAL_KILL_AT=NAME:N in the environment, SIGKILL this process the Nth time it
-    reaches kill point NAME, so that tests can kill it in a chosen window (e.g. between a backup and
-    the epoch's logs) instead of at a random moment."""
+    """Test hooks, so that tests can stop a trial in a chosen window (e.g. between a backup and the
+    epoch's logs) instead of at a random moment. With TRIAL_KILL_AT=NAME:N in the environment this
+    process SIGKILLs itself the Nth time it reaches point NAME; with TRIAL_PAUSE_AT=NAME:N:FILE it
+    creates FILE there and waits for the signal the test sends once it sees FILE."""
+    _reached[name] = _reached.get(name, 0) + 1
     target, _, count = os.environ.get(KILL_AT_ENV, "").partition(":")
-    if target == name:
-        _kill_counts[name] = _kill_counts.get(name, 0) + 1
-        if _kill_counts[name] == int(count or 1):
-            os.kill(os.getpid(), signal.SIGKILL)
+    if target == name and _reached[name] == int(count or 1):
+        os.kill(os.getpid(), signal.SIGKILL)
+    target, _, rest = os.environ.get(PAUSE_AT_ENV, "").partition(":")
+    count, _, flag = rest.partition(":")
+    if target == name and _reached[name] == int(count or 1):
+        Path(flag).touch()
+        while True:
+            time.sleep(1)
 
 
-_kill_counts = {}
+_reached = {}
 
 
 class Backup(keras.callbacks.Callback):

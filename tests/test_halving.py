@@ -1,13 +1,22 @@
 """train.py --search halving end to end: rungs, continued trials, one session per trial, the ranking."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import metric, snapshot, trial_outcome
+from test_train import FAST, read_results
 
 import experiment
 import hparams as H
 import search
 import train
-from conftest import metric, snapshot
-from test_train import FAST, read_results
+import trial
+
+ROOT = Path(__file__).resolve().parent.parent
 
 GRID = ["--grid", "num_units=8", "--grid", "dropout=0.1", "--grid", "optimizer=adam,sgd,rmsprop", "--grid", "learning_rate=0.01"]
 
@@ -44,3 +53,34 @@ def test_halving_continues_the_best_third_and_the_dashboard_tells_how_far_each_w
     assert "Reusing 3 finished trial(s)" in capsys.readouterr().out
     assert snapshot(logdir / winner) == before
     assert search.ranked([json.loads((logdir / r["run"] / "trial.json").read_text()) for r in rows])[0]["name"] == winner
+
+
+def run_cli(dataset, logdir, *extra, kill_at=None):
+    """train.py --deterministic in a subprocess (op determinism is process-wide and permanent); with
+    kill_at (trial._kill_point's NAME:N) it SIGKILLs itself there."""
+    argv = ["--data", str(dataset), "--logdir", str(logdir), *FAST, "--epochs", "3", "--deterministic", "--backup-minutes",
+            "0", "--grid", "num_units=8", "--grid", "dropout=0.2", "--grid", "optimizer=adam,sgd", "--grid",
+            "learning_rate=0.01", "--halving-rate", "2", *extra]
+    env = {**os.environ, trial.KILL_AT_ENV: kill_at or ""}
+    done = subprocess.run([sys.executable, str(ROOT / "train.py"), *argv], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert done.returncode == (-signal.SIGKILL if kill_at else 0), done.stdout + done.stderr
+
+
+def test_halving_trains_its_winner_bit_identical_to_the_grid_and_survives_kills(dataset, tmp_path):
+    run_cli(dataset, tmp_path / "grid", "--search", "grid")
+    run_cli(dataset, tmp_path / "halving", "--search", "halving")
+    decisions = json.loads((tmp_path / "halving" / experiment.DECISIONS_FILE).read_text())
+    assert [d["epochs"] for d in decisions] == [1, 2, 3]
+    (winner,) = decisions[0]["promoted"]
+    # Trained to 1 epoch, stopped while the other trial ran, then continued to 3: as in the grid.
+    assert trial_outcome(tmp_path / "halving" / winner) == trial_outcome(tmp_path / "grid" / winner)
+
+    # Killed in the first rung (mid-epoch of the second trial), then at the end of the second rung,
+    # and rerun each time: the same decisions and the same results, nothing trained twice.
+    killed = tmp_path / "killed"
+    for kill_at in ("backup:3", "backup:3", None):
+        run_cli(dataset, killed, "--search", "halving", kill_at=kill_at)
+    assert json.loads((killed / experiment.DECISIONS_FILE).read_text()) == decisions
+    for name in decisions[0]["trained"]:
+        assert trial_outcome(killed / name) == trial_outcome(tmp_path / "halving" / name)
+    assert json.loads((killed / winner / trial.TRIAL_FILE).read_text())["attempts"] >= 3  # rung 1, killed, resumed

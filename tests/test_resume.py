@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from conftest import snapshot, trial_outcome
+from test_train import CPU
 
 import experiment
 import hparams as H
@@ -18,28 +19,25 @@ import trial
 
 ROOT = Path(__file__).resolve().parent.parent
 EPOCHS = 3
-# Enough steps that an epoch lasts a moment, so the test can interrupt the second trial mid-way.
-SLOW = ["--image-size", "32", "--batch-size", "8", "--epochs", str(EPOCHS), "--steps-per-epoch", "60", "--quiet"]
+SLOW = ["--image-size", "32", "--batch-size", "8", "--epochs", str(EPOCHS), "--steps-per-epoch", "6", "--quiet", *CPU]
 TWO_TRIALS = ["--grid", "num_units=8", "--grid", "dropout=0.1", "--grid", "optimizer=adam,sgd", "--grid", "learning_rate=0.01"]
 NAMES = [experiment.trial_name({"num_units": 8, "dropout": 0.1, "optimizer": o, "learning_rate": 0.01}) for o in ("adam", "sgd")]
 
 
-def start_grid(dataset, logdir, *extra):
+def start_grid(dataset, logdir, *extra, env=None):
     return subprocess.Popen(
         [sys.executable, str(ROOT / "train.py"), "--data", str(dataset), "--logdir", str(logdir), *SLOW, *TWO_TRIALS, *extra],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, **(env or {})},
     )
 
 
-def wait_for_epoch(process, run_dir, epoch, timeout=240):
-    """Block until run_dir's history.csv (written after the epoch's backup) shows `epoch` epochs done."""
+def wait_for_file(process, path, timeout=240):
+    """Block until `path` exists (the process made it); fail at once if the process ends first."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while not path.exists():
         assert process.poll() is None, process.stdout.read()
-        if len(epochs_logged(run_dir)) >= epoch:
-            return
+        assert time.monotonic() < deadline, f"{path} never appeared"
         time.sleep(0.05)
-    raise AssertionError(f"{run_dir} never reached epoch {epoch}")
 
 
 def epochs_logged(run_dir):
@@ -49,8 +47,13 @@ def epochs_logged(run_dir):
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
 def test_interrupted_grid_resumes_where_it_stopped(dataset, tmp_path, tensorboard, capsys, sig):
     logdir = tmp_path / "logs"
-    process = start_grid(dataset, logdir)
-    wait_for_epoch(process, logdir / NAMES[1], 1)
+    # The trainer pauses right after the second trial's first epoch is logged (the 6th write of
+    # the logs: each trial writes them when it starts and after each of its 3 epochs), so the
+    # signal lands mid-trial however fast the machine is.
+    paused = tmp_path / "paused"
+    process = start_grid(dataset, logdir, env={trial.PAUSE_AT_ENV: f"history:6:{paused}"})
+    wait_for_file(process, paused)
+    assert epochs_logged(logdir / NAMES[1]) == [0]
 
     # A second process on the same logdir is refused while the first holds it.
     assert train.main(["--data", str(dataset), "--logdir", str(logdir), *SLOW, *TWO_TRIALS]) == 2
@@ -123,7 +126,7 @@ def run_one_trial(dataset, logdir, kill_at=None):
     every step, in a subprocess: op determinism is process-wide and permanent. With kill_at
     (trial._kill_point's NAME:N) the process SIGKILLs itself there; returns its exit code."""
     argv = ["--data", str(dataset), "--logdir", str(logdir), "--image-size", "24", "--batch-size", "8", "--epochs", "3",
-            "--steps-per-epoch", "4", "--quiet", "--deterministic", "--backup-minutes", "0", "--grid", "num_units=8",
+            "--steps-per-epoch", "4", "--quiet", *CPU, "--deterministic", "--backup-minutes", "0", "--grid", "num_units=8",
             "--grid", "dropout=0.2", "--grid", "optimizer=adam", "--grid", "learning_rate=0.01"]
     env = {**os.environ, trial.KILL_AT_ENV: kill_at or ""}
     done = subprocess.run([sys.executable, str(ROOT / "train.py"), *argv], cwd=ROOT, env=env, capture_output=True, text=True)
