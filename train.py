@@ -221,11 +221,13 @@ def make_search(args):
     return search.Grid(args.epochs)
 
 
-def print_decision(decision, last_rung):
+def print_decision(decision, last_rung, eta):
+    """A halving rung as it completes: who goes on, who stopped, and the time the rest should take."""
     if decision.epochs == last_rung:
         print(f"\nRung {decision.epochs} epoch(s) done: {len(decision.trained)} trial(s) fully trained.", flush=True)
         return
-    print(f"\nRung {decision.epochs} epoch(s) done: {len(decision.promoted)} of {len(decision.trained)} go on.", flush=True)
+    print(f"\nRung {decision.epochs} epoch(s) done: {len(decision.promoted)} of {len(decision.trained)} go on "
+          f"(ETA of the rest {eta}).", flush=True)
     print("  go on:   " + ", ".join(decision.promoted))
     print("  stopped: " + (", ".join(decision.stopped) or "none"), flush=True)
 
@@ -253,6 +255,10 @@ def run_trials(searcher, trials, settings, hparams, logdir, data, verbose, backu
     def trained():
         return sum(search.epochs_trained(r) for r in records.values() if r["status"] == "success")
 
+    def eta():
+        """The rest of the search at this run's pace so far (seconds per epoch trained)."""
+        return minutes(seconds / max(1, epochs_done) * max(0, planned - trained()))
+
     planned = searcher.planned_epochs(len(trials))
     decided = len(searcher.decisions(trials, records))
     seconds, epochs_done = 0.0, 0
@@ -268,16 +274,15 @@ def run_trials(searcher, trials, settings, hparams, logdir, data, verbose, backu
 
             seconds += time.monotonic() - start
             epochs_done += max(1, trained() - before)
-            eta = seconds / epochs_done * max(0, planned - trained())
             if record["status"] == "success":
                 outcome = f"accuracy {record['metrics'][H.METRIC_ACCURACY]:.4f}"
             else:
                 outcome = f"FAILED: {record['error']}"
             print(f"{label} {describe(task.values)} -> {outcome} ({minutes(time.monotonic() - start)}, "
-                  f"ETA {minutes(eta)})", flush=True)
+                  f"ETA {eta()})", flush=True)
         decisions = searcher.decisions(trials, records)
         for decision in decisions[decided:]:
-            print_decision(decision, settings.epochs)
+            print_decision(decision, settings.epochs, eta())
             for name in decision.stopped if decision.epochs < settings.epochs else []:
                 trial.discard_backup(logdir / name)  # never continued: its training state is only disk
         decided = len(decisions)

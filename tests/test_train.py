@@ -1,6 +1,7 @@
 """train.py end to end on tiny generated images, checked through TensorBoard's own HParams API."""
 
 import csv
+import dataclasses
 import json
 import os
 import re
@@ -20,6 +21,7 @@ import hparams as H
 import pipeline
 import train
 import trial
+from common import UsageError
 
 ROOT = Path(__file__).resolve().parent.parent
 # The device flags pinned, so that a machine with a GPU tests this same configuration.
@@ -122,6 +124,9 @@ def test_demo_flag_uses_generated_data(tmp_path, monkeypatch, capsys):
 
     def fake_prepare(dest):
         calls.append(dest)
+        with pytest.raises(UsageError, match="in use"):  # the demo data is written under the logdir's lock
+            with experiment.locked(train.DEMO_LOGDIR):
+                pass
         from conftest import write_dataset
 
         return write_dataset(dest)
@@ -285,3 +290,31 @@ def test_progress_into_a_file_is_one_plain_line_per_epoch(dataset, tmp_path, cap
     out = capsys.readouterr().out
     assert "\x1b" not in out and "\r" not in out and "\b" not in out
     assert [line.startswith("2/2 - ") for line in out.splitlines() if "val_accuracy" in line] == [True, True]
+
+
+def test_best_model_is_rank_one_even_when_accuracies_tie(dataset, tmp_path, monkeypatch):
+    """Equal accuracies: results.csv ranks the lower validation loss first, and best_model.keras follows it."""
+    val_loss = {"adam": 0.6, "sgd": 0.4, "rmsprop": 0.7}
+
+    class Model:
+        def __init__(self, name):
+            self.name = name
+
+        def save(self, path):
+            Path(path).write_text(self.name)
+
+    def fake_run(values, settings, data, run_dir, epochs, verbose, on_success, *rest):
+        metrics = {H.METRIC_ACCURACY: 0.5, H.METRIC_BEST_ACCURACY: 0.5, H.METRIC_VAL_LOSS: val_loss[values["optimizer"]],
+                   H.METRIC_WALL_TIME: 1.0, H.METRIC_EPOCHS: epochs}
+        record = {"name": run_dir.name, "hparams": values, "status": "success", "metrics": metrics, "epochs": epochs,
+                  "settings": dataclasses.asdict(settings)}
+        on_success(Model(run_dir.name), record)
+        return record
+
+    monkeypatch.setattr(trial, "run", fake_run)
+    logdir = tmp_path / "logs"
+    grid = ["--grid", "num_units=8", "--grid", "dropout=0.1", "--grid", "optimizer=adam,sgd,rmsprop", "--grid", "learning_rate=0.01"]
+    assert train.main(["--data", str(dataset), "--logdir", str(logdir), *FAST, *grid]) == 0
+    best = read_results(logdir)[0]
+    assert best["optimizer"] == "sgd"
+    assert (logdir / experiment.BEST_MODEL_FILE).read_text() == best["run"]
