@@ -269,13 +269,14 @@ def _main(args):
     import trial
 
     hparams = H.override(H.HPARAMS, args.grid)
-    trials = {experiment.trial_name(values): values for values in H.expand_grid(hparams)}
     with experiment.locked(args.logdir):
         if args.demo:
             demo.prepare_demo(args.data)
         pipeline.check_data(args.data)
         if args.restart and (moved := experiment.move_aside(args.logdir)):
             print(f"Earlier results moved to {moved}")
+        # Keyed by run folder name, which is an older run's own name where one exists.
+        trials = {experiment.run_folder(args.logdir, values).name: values for values in H.expand_grid(hparams)}
 
         gpus = trial.gpu_names()
         resolve_device_flags(args, gpus)
