@@ -71,7 +71,8 @@ class Progress:
 
     Silent for the first `delay` seconds, so quick jobs print nothing. On a terminal the line is
     redrawn in place (carriage return) at most every `redraw` seconds; into a file or pipe it is a
-    plain line every `every` seconds, never a carriage return. Call update(done), then close().
+    plain line every `every` seconds, never a carriage return. Use it as a context manager and
+    call update(done) as work gets done.
     """
 
     def __init__(self, what, total, unit="images", stream=None, delay=2.0, every=15.0, redraw=0.2):
@@ -83,6 +84,12 @@ class Progress:
         self.shown_at = None  # when the line was last shown; None: not yet
         self.width = 0  # of the line on the terminal, to blank out a longer earlier one
         self.done = 0
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
     def update(self, done):
         self.done = done
