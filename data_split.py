@@ -52,6 +52,7 @@ from typing import Callable
 
 from PIL import Image, ImageOps
 
+import console
 from common import (
     CLASS_DIRS,
     IMAGE_SUFFIXES,
@@ -387,11 +388,16 @@ def check_entry(entry: Entry, staged: Path, link: bool, max_pixels: int) -> Chec
 
 
 def check_all(entries: list[Entry], folder: Path, link: bool, workers: int) -> list[Checked]:
-    """Check every entry in parallel threads: Pillow, hashlib and file I/O release the GIL."""
+    """Check every entry in parallel threads: Pillow, hashlib and file I/O release the GIL; a
+    progress line if that takes long (the full download: about a minute)."""
     folder.mkdir()
     jobs = [(entry, folder / f"{i:07d}") for i, entry in enumerate(entries)]
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(lambda job: check_entry(*job, link, MAX_PIXELS), jobs))
+    checked = []
+    with ThreadPoolExecutor(max_workers=workers) as pool, console.Progress("checking", len(jobs)) as line:
+        for result in pool.map(lambda job: check_entry(*job, link, MAX_PIXELS), jobs):
+            checked.append(result)
+            line.update(len(checked))
+    return checked
 
 
 # ---------------------------------------------------------------- splitting and naming

@@ -15,7 +15,10 @@ import contextlib
 import csv
 import datetime
 import fcntl
+import hashlib
+import json
 import os
+import re
 from dataclasses import asdict
 
 import tensorflow as tf
@@ -31,9 +34,53 @@ DECISIONS_FILE = "halving.json"
 BEST_MODEL_FILE = "best_model.keras"
 
 
+# A string value is used as it is only when it is safe in a folder name on Linux, macOS and
+# Windows and cannot run into another value: lower case (macOS and Windows ignore case), no "-"
+# (the separator), no leading or trailing dot, short.
+PLAIN_STRING = re.compile(r"[a-z0-9_+]([a-z0-9._+]{0,18}[a-z0-9_+])?")
+WINDOWS_RESERVED = re.compile(r"(con|prn|aux|nul|com\d|lpt\d)(\..*)?", re.IGNORECASE)
+MAX_NAME = 60
+
+
 def trial_name(values):
-    """Run folder name: readable, stable, and unique per hparam combination."""
+    """Run folder name and dashboard Trial ID, e.g. adam-lr0.001-u256-d0.1: hparams.NAME_LABELS'
+    order, unique per combination, the same whatever else is in the grid, valid on every OS.
+
+    Numbers are written as Python's repr (the shortest form that reads back as the same float);
+    a string that is not plain is written with unsafe characters replaced, and the name then ends
+    in a hash of all the values, so that "a/b" and "a_b" still get different names.
+    """
+    order = [*(n for n in H.NAME_LABELS if n in values), *(n for n in values if n not in H.NAME_LABELS)]
+    parts, exact = [], True
+    for name in order:
+        value = values[name]
+        if isinstance(value, bool):
+            text = str(value).lower()
+        elif isinstance(value, (int, float)):
+            text = repr(value)
+        else:
+            text = str(value)
+            if not PLAIN_STRING.fullmatch(text):
+                exact = False
+                text = re.sub(r"[^a-z0-9_+]+", "_", text.lower())[:20] or "_"
+        parts.append(H.NAME_LABELS.get(name, name) + text)
+    name = "-".join(parts)
+    if not exact or len(name) > MAX_NAME or WINDOWS_RESERVED.fullmatch(name):
+        digest = hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:8]
+        name = f"{name[:MAX_NAME - 9]}-{digest}"
+    return name
+
+
+def old_trial_name(values):
+    """The run folder name before #12 (num_units=256,dropout=0.1,...): logdirs written then keep working."""
     return ",".join(f"{name}={value}" for name, value in values.items())
+
+
+def run_folder(logdir, values):
+    """The trial's run folder in logdir: one of an older run under its old name, used where it is
+    (never renamed: it holds the user's results), otherwise trial_name's."""
+    old = logdir / old_trial_name(values)
+    return old if (old / trial.TRIAL_FILE).exists() else logdir / trial_name(values)
 
 
 def hparam_domains(hparams):

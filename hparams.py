@@ -22,6 +22,11 @@ HP_LEARNING_RATE = hp.HParam("learning_rate", hp.Discrete([0.001, 0.0005, 0.0001
 
 HPARAMS = [HP_NUM_UNITS, HP_DROPOUT, HP_OPTIMIZER, HP_LEARNING_RATE]
 
+# Run folder names, which the dashboard shows as Trial IDs in a narrow column: these hparams
+# first, in this order, each value after its short label (adam-lr0.001-u256-d0.1), so that the
+# values that tell trials apart come first. An hparam not listed follows, labelled by its name.
+NAME_LABELS = {"optimizer": "", "learning_rate": "lr", "num_units": "u", "dropout": "d"}
+
 # Metric tags. The Keras TensorBoard callback writes `epoch_accuracy` and `epoch_loss` into each
 # run's `train/` and `validation/` folders; train.py writes the summary metrics into the run
 # folder itself. One constant per tag so the Keras name, the event tag and hp.Metric agree.

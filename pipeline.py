@@ -21,6 +21,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+import console
 from common import CLASS_DIRS, IMAGE_SUFFIXES, MANIFEST, SPLITS, UsageError
 
 # The tutorial's ImageDataGenerator(rotation_range=45, width_shift_range=.15,
@@ -91,8 +92,9 @@ def load_data(data_dir, image_size):
     return tuple(sets)
 
 
-def load_split(directory, image_size, batch_size=256):
-    """Decode and resize every image under `directory/{cats,dogs}` once, into an ImageSet."""
+def load_split(directory, image_size, batch_size=256, progress=None):
+    """Decode and resize every image under `directory/{cats,dogs}` once, into an ImageSet; a
+    progress line (console.Progress, whose arguments `progress` may change) if it takes long."""
     ds = keras.utils.image_dataset_from_directory(
         directory,
         labels="inferred",
@@ -105,9 +107,12 @@ def load_split(directory, image_size, batch_size=256):
         verbose=False,
     )
     images, labels = [], []
-    for x, y in ds:
-        images.append(tf.cast(tf.round(x), tf.uint8).numpy())
-        labels.append(y.numpy())
+    # The full download takes a minute or more on a CPU: say how far it is.
+    with console.Progress(f"decoding {directory.name}/", len(ds.file_paths), **(progress or {})) as line:
+        for x, y in ds:
+            images.append(tf.cast(tf.round(x), tf.uint8).numpy())
+            labels.append(y.numpy())
+            line.update(sum(map(len, labels)))
     if not images:
         raise ValueError(f"no images in {directory}")
     return ImageSet(np.concatenate(images), np.concatenate(labels).astype(np.int32))

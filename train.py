@@ -19,14 +19,11 @@ This file is the command line and the loop; the work is done by
 import argparse
 import contextlib
 import math
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out of the way
-
+import console
 from common import BACKUP_MINUTES, UsageError
 
 DEFAULT_DATA = Path("data")
@@ -47,27 +44,6 @@ EXIT_TRIAL_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
-# TensorFlow's C++ log lines that TF_CPP_MIN_LOG_LEVEL does not hide and that ask nothing of the
-# user: absl's notice that it logs before being initialised, printed twice whatever the level;
-# "no CUDA driver" on a machine without a GPU (the run's own summary names the device); and a
-# tf.data graph rewrite that TensorFlow itself says "may be expected", printed for every trial.
-TF_NOISE = (
-    r"WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR$"
-    r"|[IWE]\d{4} [\d:.]+ +\d+ (cudart_stub\.cc:\d+\] Could not find cuda drivers on your machine"
-    r"|cuda_platform\.cc:\d+\] failed call to cuInit: INTERNAL: CUDA error: Failed call to cuInit: UNKNOWN ERROR \(303\)$"
-    r"|node_def_util\.cc:\d+\] NodeDef mentions attribute use_unbounded_threadpool which is not in the op definition)"
-)
-# Run in a separate process, not a thread: what TensorFlow writes just before it aborts (an
-# unsupported CPU, a failed check) must still reach the terminal.
-_FILTER = """
-import re, sys
-noise = re.compile(sys.argv[1].encode())
-for line in sys.stdin.buffer:
-    if not noise.match(line):
-        sys.stdout.buffer.write(line)
-        sys.stdout.buffer.flush()
-"""
-
 DEVICE_FLAGS = {
     "xla": "compile each model with XLA",
     "mixed_precision": "float16 compute with float32 weights",
@@ -75,35 +51,13 @@ DEVICE_FLAGS = {
 }
 
 
-@contextlib.contextmanager
-def tensorflow_noise_filtered():
-    """Drop TF_NOISE lines from everything written to stderr (fd 2, C++ included) inside the block,
-    unless TF_CPP_MIN_LOG_LEVEL asks for TensorFlow's INFO or WARNING lines (0 or 1)."""
-    if os.environ.get("TF_CPP_MIN_LOG_LEVEL") in ("0", "1"):
-        yield
-        return
-    sys.stderr.flush()
-    stderr = os.dup(2)
-    # Its own session, so that Ctrl-C stops the trainer but not its last words on the way out.
-    child = subprocess.Popen([sys.executable, "-I", "-S", "-c", _FILTER, TF_NOISE],
-                             stdin=subprocess.PIPE, stdout=stderr, start_new_session=True)
-    os.dup2(child.stdin.fileno(), 2)
-    child.stdin.close()
-    try:
-        yield
-    finally:
-        sys.stderr.flush()
-        os.dup2(stderr, 2)  # closes the pipe's last write end: the filter copies what is left and exits
-        os.close(stderr)
-        child.wait()
-
-
 def parse_args(argv):
     """The command line, with --demo's defaults applied (TensorFlow is not imported here)."""
     parser = argparse.ArgumentParser(
         description="Grid-search the cats-vs-dogs CNN; every trial is logged for TensorBoard's HParams dashboard.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
+    # Defaults are written into each help text (not ArgumentDefaultsHelpFormatter): several depend
+    # on --demo or the device, and "(default: None)" or "(default: False)" tell nobody anything.
     parser.add_argument("--data", type=Path, help=f"folder with train/ and validation/, each holding cats/ and dogs/ "
                         f"(default: {DEFAULT_DATA}, or {DEMO_DATA} with --demo)")
     parser.add_argument("--logdir", type=Path, help=f"experiment folder, one run folder per trial "
@@ -113,24 +67,28 @@ def parse_args(argv):
     parser.add_argument("--grid", action="append", default=[], metavar="NAME=V1,V2",
                         help="replace one hparam's values for this run (repeatable); hparams.py holds the defaults")
     parser.add_argument("--image-size", type=int, help=f"images are resized to this square (default: {DEFAULT_IMAGE_SIZE})")
-    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="images per training step")
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="images per training step (default: %(default)s)")
     parser.add_argument("--epochs", type=int, help=f"epochs per trial (default: {DEFAULT_EPOCHS})")
     parser.add_argument("--steps-per-epoch", type=int, help="training steps per epoch (default: one pass over the training set)")
-    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seeds Python, NumPy, TensorFlow, data order and augmentation")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seeds Python, NumPy, TensorFlow, data order and augmentation (default: %(default)s)")
     parser.add_argument("--deterministic", action="store_true",
                         help="bitwise-reproducible metrics (TensorFlow op determinism; slower, turns XLA off)")
     add_device_flags(parser)
     parser.add_argument("--backup-minutes", type=float, default=BACKUP_MINUTES,
-                        help="back a trial up this often, besides each epoch end: a kill loses at most this much training")
+                        help="back a trial up this often, besides each epoch end: a kill loses at most this much training "
+                             "(default: %(default)s)")
     parser.add_argument("--restart", action="store_true",
                         help="start the grid over; earlier results in --logdir are moved to a dated folder beside it")
     parser.add_argument("--quiet", action="store_true", help="no Keras progress, only a line per trial "
                         "(without it: a progress bar on a terminal, a line per epoch into a file or pipe)")
+    parser.add_argument("--verbose", action="store_true",
+                        help="TensorFlow's own log lines as well, unfiltered (for bug reports); "
+                             "TF_CPP_MIN_LOG_LEVEL is then left as you set it")
     parser.add_argument("--search", choices=("grid", "halving"), default="grid",
                         help="grid: every trial for --epochs; halving: every trial for --min-epochs, then only the best "
-                             "1/--halving-rate go on, rung by rung, to --epochs")
-    parser.add_argument("--min-epochs", type=int, default=1, help="halving: the first rung's epochs")
-    parser.add_argument("--halving-rate", type=int, default=3, help="halving: keep the best 1/RATE at each rung (at least 2)")
+                             "1/--halving-rate go on, rung by rung, to --epochs (default: %(default)s)")
+    parser.add_argument("--min-epochs", type=int, default=1, help="halving: the first rung's epochs (default: %(default)s)")
+    parser.add_argument("--halving-rate", type=int, default=3, help="halving: keep the best 1/RATE at each rung, at least 2 (default: %(default)s)")
     args = parser.parse_args(argv)
     if args.halving_rate < 2:
         parser.error("--halving-rate must be at least 2")
@@ -194,10 +152,6 @@ def describe(values):
     return " ".join(f"{k}={v}" for k, v in values.items())
 
 
-def minutes(seconds):
-    return f"{seconds / 60:.1f} min" if seconds >= 90 else f"{seconds:.0f} s"
-
-
 def print_table(ranked_records):
     import hparams as H
 
@@ -206,7 +160,7 @@ def print_table(ranked_records):
         m = r.get("metrics") or {}
         if r["status"] == "success":
             print(f"{rank:>4}  {m[H.METRIC_ACCURACY]:8.4f}  {m[H.METRIC_BEST_ACCURACY]:8.4f}  "
-                  f"{m[H.METRIC_VAL_LOSS]:8.4f}  {minutes(m[H.METRIC_WALL_TIME]):>5}  {m.get(H.METRIC_EPOCHS, '?'):>6}  "
+                  f"{m[H.METRIC_VAL_LOSS]:8.4f}  {console.minutes(m[H.METRIC_WALL_TIME]):>5}  {m.get(H.METRIC_EPOCHS, '?'):>6}  "
                   f"success  {r['name']}")
         else:
             print(f"{rank:>4}  {'-':>8}  {'-':>8}  {'-':>8}  {'-':>5}  {'-':>6}  {r['status']:<7}  {r['name']}: "
@@ -257,7 +211,7 @@ def run_trials(searcher, trials, settings, hparams, logdir, data, verbose, backu
 
     def eta():
         """The rest of the search at this run's pace so far (seconds per epoch trained)."""
-        return minutes(seconds / max(1, epochs_done) * max(0, planned - trained()))
+        return console.minutes(seconds / max(1, epochs_done) * max(0, planned - trained()))
 
     planned = searcher.planned_epochs(len(trials))
     decided = len(searcher.decisions(trials, records))
@@ -278,7 +232,7 @@ def run_trials(searcher, trials, settings, hparams, logdir, data, verbose, backu
                 outcome = f"accuracy {record['metrics'][H.METRIC_ACCURACY]:.4f}"
             else:
                 outcome = f"FAILED: {record['error']}"
-            print(f"{label} {describe(task.values)} -> {outcome} ({minutes(time.monotonic() - start)}, "
+            print(f"{label} {describe(task.values)} -> {outcome} ({console.minutes(time.monotonic() - start)}, "
                   f"ETA {eta()})", flush=True)
         decisions = searcher.decisions(trials, records)
         for decision in decisions[decided:]:
@@ -295,8 +249,10 @@ def main(argv=None):
     """Run the grid; exit code 0 when every trial succeeded, 1 when one failed, 2 for a usage
     error, 130 when interrupted (rerun the same command to resume)."""
     args = parse_args(argv)
+    if not args.verbose:
+        console.quiet_tensorflow()
     try:
-        with tensorflow_noise_filtered():
+        with contextlib.nullcontext() if args.verbose else console.tensorflow_noise_filtered():
             return _main(args)
     except UsageError as e:
         print(f"train.py: error: {e}", file=sys.stderr)
@@ -318,13 +274,14 @@ def _main(args):
     import trial
 
     hparams = H.override(H.HPARAMS, args.grid)
-    trials = {experiment.trial_name(values): values for values in H.expand_grid(hparams)}
     with experiment.locked(args.logdir):
         if args.demo:
             demo.prepare_demo(args.data)
         pipeline.check_data(args.data)
         if args.restart and (moved := experiment.move_aside(args.logdir)):
             print(f"Earlier results moved to {moved}")
+        # Keyed by run folder name, which is an older run's own name where one exists.
+        trials = {experiment.run_folder(args.logdir, values).name: values for values in H.expand_grid(hparams)}
 
         gpus = trial.gpu_names()
         resolve_device_flags(args, gpus)

@@ -3,9 +3,11 @@
 import csv
 import dataclasses
 import json
+import re
 
 import pytest
 from conftest import snapshot
+from tensorboard.plugins.hparams import summary_v2 as hp
 
 import experiment
 import hparams as H
@@ -110,3 +112,70 @@ def test_another_search_is_refused(tmp_path):
     halving = {"search": "halving", "min_epochs": 1, "halving_rate": 3, "rungs": [1, 2]}
     with pytest.raises(UsageError, match="search with other settings.*--restart"):
         experiment.prepare(logdir, settings(), H.HPARAMS, halving)
+
+
+# Folder names Windows refuses besides these characters: reserved device names, a trailing dot or space.
+UNSAFE = re.compile(r'[\x00-\x1f<>:"/\\|?*]|[. ]$|^\.|^(con|prn|aux|nul|com\d|lpt\d)(\..*)?$', re.IGNORECASE)
+ODD = {"num_units": [8, 256, -3], "dropout": [0.1, 0.5, 1e-05, 1e16], "learning_rate": [1e-05, 0.001, 0.0001],
+       "optimizer": ["adam", "a b", "a/b", "a_b", "a\\b", "c:d", "CON", "con", "Adam", "x.", "..", '*?"<>|', "\t",
+                     "-", "a-lr1", "x" * 80]}
+
+
+def odd_grid():
+    return H.expand_grid([hp.HParam(h.name, hp.Discrete(ODD[h.name])) for h in H.HPARAMS])
+
+
+def test_trial_names_read_well_and_are_unique_valid_folder_names(tmp_path):
+    default = [experiment.trial_name(values) for values in H.expand_grid()]
+    assert "adam-lr0.001-u256-d0.1" in default and len(set(default)) == 36
+    # A grid of one hparam (an edited hparams.py) names a trial by its value alone.
+    odd = [experiment.trial_name(values) for values in odd_grid() + [{"optimizer": v} for v in ODD["optimizer"]]]
+    names = default + odd
+    # Unique even where case does not count (macOS, Windows), short, and nothing a filesystem refuses.
+    assert len({n.lower() for n in odd}) == len(odd)
+    assert all(len(n) <= 60 and not UNSAFE.search(n) for n in names), [n for n in names if len(n) > 60 or UNSAFE.search(n)]
+    for name in odd:  # and each really is a folder of its own
+        (tmp_path / name).mkdir()
+    assert len(list(tmp_path.iterdir())) == len(odd)
+    assert experiment.trial_name({"optimizer": "sgd", "learning_rate": 1e-05, "num_units": 8, "dropout": 0.0001}) == \
+        "sgd-lr1e-05-u8-d0.0001"
+
+
+def test_a_trial_name_does_not_depend_on_the_rest_of_the_grid():
+    values = {"num_units": 256, "dropout": 0.1, "optimizer": "a/b", "learning_rate": 0.001}
+    alone = experiment.trial_name(values)
+    assert [experiment.trial_name(v) for v in odd_grid() if v == values] == [alone]
+    assert experiment.trial_name(dict(reversed(values.items()))) == alone  # nor on the hparams' order
+
+
+def test_a_logdir_with_the_old_run_folder_names_is_continued_in_place(dataset, tmp_path, monkeypatch, capsys):
+    """Run folders named before #12 (num_units=8,dropout=0.1,...) are reused and continued where they are."""
+    logdir = tmp_path / "logs"
+    argv = ["--data", str(dataset), "--logdir", str(logdir), "--image-size", "24", "--batch-size", "8", "--epochs", "2",
+            "--steps-per-epoch", "2", "--quiet", "--grid", "num_units=8", "--grid", "dropout=0.1",
+            "--grid", "optimizer=adam,sgd", "--grid", "learning_rate=0.01"]
+    adam, sgd = ({"num_units": 8, "dropout": 0.1, "optimizer": o, "learning_rate": 0.01} for o in ("adam", "sgd"))
+    old = [experiment.old_trial_name(adam), experiment.old_trial_name(sgd)]
+
+    # An older train.py: its names, and Ctrl-C once the sgd trial's first epoch is backed up.
+    monkeypatch.setattr(experiment, "trial_name", experiment.old_trial_name)
+    on_epoch_end = trial.Backup.on_epoch_end
+
+    def interrupt(self, epoch, logs=None):
+        on_epoch_end(self, epoch, logs)
+        if self.run_dir.name == old[1]:
+            raise KeyboardInterrupt
+    monkeypatch.setattr(trial.Backup, "on_epoch_end", interrupt)
+    assert train.main(argv) == train.EXIT_INTERRUPTED
+    monkeypatch.undo()
+    before = snapshot(logdir / old[0])
+    assert json.loads((logdir / old[1] / trial.TRIAL_FILE).read_text())["status"] == "interrupted"
+    capsys.readouterr()
+
+    assert train.main(argv) == 0
+    assert "Reusing 1 finished trial(s)" in capsys.readouterr().out
+    assert snapshot(logdir / old[0]) == before  # reused untouched, not trained again
+    continued = json.loads((logdir / old[1] / trial.TRIAL_FILE).read_text())
+    assert continued["status"] == "success" and continued["resumed_from_epoch"] == 1 and continued["attempts"] == 2
+    assert sorted(p.name for p in logdir.iterdir() if p.is_dir()) == sorted(old)  # no folder under a new name
+    assert experiment.trial_name(adam) not in (logdir / experiment.RESULTS_FILE).read_text()

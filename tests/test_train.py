@@ -15,6 +15,7 @@ import pytest
 import tensorflow as tf
 from conftest import metric, snapshot
 
+import console
 import demo
 import experiment
 import hparams as H
@@ -267,11 +268,59 @@ KEPT = [
 def test_tensorflow_noise_is_filtered_even_from_a_process_that_aborts(level, filtered):
     # The noise and the real lines go straight to fd 2, as TensorFlow's C++ writes them; the last
     # line has no newline, and the process aborts inside the block as a failed TF check would.
-    script = (f"import os, train\nwith train.tensorflow_noise_filtered():\n"
+    script = (f"import os, console\nwith console.tensorflow_noise_filtered():\n"
               f"    os.write(2, {chr(10).join(NOISE + KEPT).encode()!r} + b'\\nlast words')\n    os.abort()\n")
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": level}
     err = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True).stderr
     assert err.splitlines() == ([] if filtered else NOISE) + KEPT + ["last words"]
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_verbose_brings_tensorflow_logging_back(verbose):
+    """--verbose: no filter and TF_CPP_MIN_LOG_LEVEL as the user left it (unset: TensorFlow's default)."""
+    script = ("import os, sys, train\n"
+              "def fake_main(args):\n"
+              f"    os.write(2, {chr(10).join(NOISE + KEPT).encode()!r} + b'\\n')\n"
+              "    print('level', os.environ.get('TF_CPP_MIN_LOG_LEVEL'))\n"
+              "    return 0\n"
+              "train._main = fake_main\n"
+              "sys.exit(train.main(sys.argv[1:]))\n")
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    run = subprocess.run([sys.executable, "-c", script, *(["--verbose"] if verbose else [])],
+                         cwd=ROOT, env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout == ("level None\n" if verbose else "level 2\n")
+    assert run.stderr.splitlines() == (NOISE if verbose else []) + KEPT
+
+
+def help_text(script):
+    """`python SCRIPT --help`'s output, and which of TensorFlow, Keras and NumPy its main() imported to give it."""
+    wrapper = (f"import sys\nsys.argv[0] = {script!r}\nimport {script[:-3]} as m\n"
+               "try:\n    m.main(['--help'])\nexcept SystemExit:\n    pass\n"
+               "print('IMPORTED', *sorted({'tensorflow', 'keras', 'numpy'} & set(sys.modules)))\n")
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    run = subprocess.run([sys.executable, "-c", wrapper], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    text, _, imported = run.stdout.rpartition("IMPORTED")
+    return text, imported.split()
+
+
+@pytest.mark.parametrize("script", ["train.py", "data_split.py"])
+def test_help_is_instant_and_shows_each_default_once(script):
+    text, imported = help_text(script)
+    assert "--help" in text and imported == []
+    # One entry per flag: its first line starts with two spaces and a dash; help text lines follow.
+    flags = [" ".join(f.split()) for f in re.split(r"\n(?=  -)", text.rpartition("\noptions:\n")[2]) if f.strip()]
+    assert len(flags) > 5
+    for flag in flags:
+        assert flag.count("(default:") <= 1, flag
+        assert not re.search(r"\(default: (None|False|\[\])\)", flag), flag
+    shown = {f.split()[0].rstrip(","): f for f in flags}
+    if script == "train.py":
+        for name, default in [("--batch-size", 32), ("--epochs", 5), ("--image-size", 150), ("--seed", 42),
+                              ("--backup-minutes", 5.0), ("--search", "grid"), ("--halving-rate", 3)]:
+            assert f"(default: {default}" in shown[name]
+        assert "(default" not in shown["--verbose"] and "(default" not in shown["--grid"]
 
 
 def test_first_run_prints_no_tensorflow_noise(dataset, tmp_path):
@@ -280,7 +329,7 @@ def test_first_run_prints_no_tensorflow_noise(dataset, tmp_path):
     run = subprocess.run([sys.executable, str(ROOT / "train.py"), *argv], cwd=ROOT, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     assert "Training on " in run.stdout and "tensorboard --logdir" in run.stdout
-    assert not [line for line in run.stderr.splitlines() if re.match(train.TF_NOISE, line)]
+    assert not [line for line in run.stderr.splitlines() if re.match(console.TF_NOISE, line)]
 
 
 def test_progress_into_a_file_is_one_plain_line_per_epoch(dataset, tmp_path, capsys):
