@@ -28,7 +28,6 @@ from pathlib import Path
 import ray
 
 import experiment
-import hparams as H
 import pipeline
 import search
 import trial
@@ -48,7 +47,9 @@ def connected(address=None):
     if started:
         try:
             # No dashboard: it needs ray[default] and nothing here reads it.
-            ray.init(address=address, include_dashboard=False if address is None else None,
+            # "local": always a new instance; address=None would join any cluster `ray start` (or a
+            # test) left running on this machine. No dashboard: it needs ray[default], nothing reads it.
+            ray.init(address=address or "local", include_dashboard=False if address is None else None,
                      logging_level="WARNING", configure_logging=True)
         except ConnectionError as e:
             raise UsageError(f"cannot join the Ray cluster at {address} ({e}); start it with `ray start --head`, "
@@ -158,15 +159,11 @@ def run_trials(searcher, trials, settings, hparams, logdir, data, verbose, backu
     """The local loop's job (train.run_trials) with each round's trials run as concurrent Ray tasks.
 
     resources: the Ray options of one trial (num_cpus, num_gpus, max_retries). report: train.py's
-    console helpers (describe, minutes, print_decision), so that both runners print the same lines.
+    console helpers (reuse_records, outcome_line, record_decisions), so that both runners print
+    the same lines.
     Returns the records of all trials; results.csv is written here only, by the driver.
     """
-    records = experiment.reusable_records(logdir, trials, settings)
-    others = experiment.other_trials(logdir, trials)
-    if records:
-        print(f"Reusing {len(records)} finished trial(s) from {logdir}; {len(trials) - len(records)} to run.")
-    if others:
-        print(f"{len(others)} other trial(s) in {logdir} are not in this grid: left as they are, not ranked.")
+    records = report.reuse_records(logdir, trials, settings)
     remote = ray.remote(run_task).options(**resources, retry_exceptions=False)
     hooks = {name: os.environ[name] for name in HOOKS if name in os.environ}
     names = list(trials)
@@ -194,25 +191,15 @@ def run_trials(searcher, trials, settings, hparams, logdir, data, verbose, backu
                 experiment.write_results(logdir, search.ranked(list(records.values())), hparams)
 
                 eta = (time.monotonic() - start) / max(1, trained() - done_before) * max(0, planned - trained())
-                if record["status"] == "success":
-                    outcome = f"accuracy {record['metrics'][H.METRIC_ACCURACY]:.4f}"
-                else:
-                    outcome = f"FAILED: {record['error']}"
-                print(f"[{k}/{len(tasks)}] {report.describe(task.values)} -> {outcome} "
-                      f"({report.minutes(seconds_between(record))}, ETA {report.minutes(eta)})", flush=True)
+                print(report.outcome_line(f"[{k}/{len(tasks)}]", task.values, record, seconds_between(record), eta),
+                      flush=True)
         except BaseException:
             # Ctrl-C or a driver error: stop the trials still running (they resume from their
             # backups on the next run) rather than leave them writing into the logdir.
             for ref in pending:
                 ray.cancel(ref, force=True)
             raise
-        decisions = searcher.decisions(trials, records)
-        for decision in decisions[decided:]:
-            report.print_decision(decision, settings.epochs)
-            for name in decision.stopped if decision.epochs < settings.epochs else []:
-                trial.discard_backup(logdir / name)
-        decided = len(decisions)
-        experiment.write_decisions(logdir, decisions)
+        decided = report.record_decisions(searcher, trials, records, decided, settings, logdir)
     experiment.write_results(logdir, search.ranked(list(records.values())), hparams)
     return list(records.values())
 
@@ -220,7 +207,9 @@ def run_trials(searcher, trials, settings, hparams, logdir, data, verbose, backu
 def trial_resources(cluster, cpus_per_trial, trials_per_gpu, max_retries):
     """One trial's Ray options: its CPUs, its share of a GPU (none on a cluster without GPUs)."""
     gpus = cluster.get("GPU", 0)
-    if cluster.get("CPU", 0) < cpus_per_trial:
-        raise UsageError(f"--cpus-per-trial {cpus_per_trial:g} is more than the Ray cluster has "
-                         f"({cluster.get('CPU', 0):g} CPUs): no trial could start")
+    # A trial runs on one node: Ray would wait forever for a node with more CPUs than any has.
+    largest = max((n["Resources"].get("CPU", 0) for n in ray.nodes() if n["Alive"]), default=0)
+    if largest < cpus_per_trial:
+        raise UsageError(f"--cpus-per-trial {cpus_per_trial:g} is more than any node of the Ray cluster has "
+                         f"({largest:g} CPUs): no trial could start")
     return {"num_cpus": cpus_per_trial, "num_gpus": 1 / trials_per_gpu if gpus else 0, "max_retries": max_retries}

@@ -247,12 +247,20 @@ def print_decision(decision, last_rung):
     print("  stopped: " + (", ".join(decision.stopped) or "none"), flush=True)
 
 
-def run_trials(searcher, trials, settings, hparams, logdir, data, verbose, backup_minutes=BACKUP_MINUTES):
-    """Run the search over `trials` ({name: values}) in logdir; return the records of all of them."""
-    import experiment
+def outcome_line(label, values, record, seconds, eta):
+    """A finished trial's console line (both runners print it)."""
     import hparams as H
-    import search
-    import trial
+
+    if record["status"] == "success":
+        outcome = f"accuracy {record['metrics'][H.METRIC_ACCURACY]:.4f}"
+    else:
+        outcome = f"FAILED: {record['error']}"
+    return f"{label} {describe(values)} -> {outcome} ({minutes(seconds)}, ETA {minutes(eta)})"
+
+
+def reuse_records(logdir, trials, settings):
+    """{name: record} of the trials a rerun reuses, said on the console (both runners start here)."""
+    import experiment
 
     records = experiment.reusable_records(logdir, trials, settings)
     others = experiment.other_trials(logdir, trials)
@@ -260,6 +268,30 @@ def run_trials(searcher, trials, settings, hparams, logdir, data, verbose, backu
         print(f"Reusing {len(records)} finished trial(s) from {logdir}; {len(trials) - len(records)} to run.")
     if others:
         print(f"{len(others)} other trial(s) in {logdir} are not in this grid: left as they are, not ranked.")
+    return records
+
+
+def record_decisions(searcher, trials, records, decided, settings, logdir):
+    """After a round: print and save the search's new decisions (halving rungs); return how many there are."""
+    import experiment
+    import trial
+
+    decisions = searcher.decisions(trials, records)
+    for decision in decisions[decided:]:
+        print_decision(decision, settings.epochs)
+        for name in decision.stopped if decision.epochs < settings.epochs else []:
+            trial.discard_backup(logdir / name)  # never continued: its training state is only disk
+    experiment.write_decisions(logdir, decisions)
+    return len(decisions)
+
+
+def run_trials(searcher, trials, settings, hparams, logdir, data, verbose, backup_minutes=BACKUP_MINUTES):
+    """Run the search over `trials` ({name: values}) in logdir; return the records of all of them."""
+    import experiment
+    import search
+    import trial
+
+    records = reuse_records(logdir, trials, settings)
 
     def keep_if_best(model, record):
         # The same order as results.csv, so best_model.keras is always its rank 1; only a fully
@@ -286,19 +318,8 @@ def run_trials(searcher, trials, settings, hparams, logdir, data, verbose, backu
             seconds += time.monotonic() - start
             epochs_done += max(1, trained() - before)
             eta = seconds / epochs_done * max(0, planned - trained())
-            if record["status"] == "success":
-                outcome = f"accuracy {record['metrics'][H.METRIC_ACCURACY]:.4f}"
-            else:
-                outcome = f"FAILED: {record['error']}"
-            print(f"{label} {describe(task.values)} -> {outcome} ({minutes(time.monotonic() - start)}, "
-                  f"ETA {minutes(eta)})", flush=True)
-        decisions = searcher.decisions(trials, records)
-        for decision in decisions[decided:]:
-            print_decision(decision, settings.epochs)
-            for name in decision.stopped if decision.epochs < settings.epochs else []:
-                trial.discard_backup(logdir / name)  # never continued: its training state is only disk
-        decided = len(decisions)
-        experiment.write_decisions(logdir, decisions)
+            print(outcome_line(label, task.values, record, time.monotonic() - start, eta), flush=True)
+        decided = record_decisions(searcher, trials, records, decided, settings, logdir)
     experiment.write_results(logdir, search.ranked(list(records.values())), hparams)
     return list(records.values())
 

@@ -53,6 +53,9 @@ def test_grid_runs_trials_concurrently_on_both_nodes(cluster, dataset, tmp_path,
     assert train.main(["--ray", "--data", str(dataset), "--logdir", str(logdir), *FAST, *FOUR]) == 0
     out = capsys.readouterr().out
     assert "Running 4 trial(s) on Ray" in out and out.count(" -> accuracy ") == 4
+    # A trial needing more CPUs than any one node has could never start: refused at once.
+    assert train.main(["--ray", "--cpus-per-trial", "2", "--data", str(dataset), "--logdir", str(logdir), *FAST, *FOUR]) == 2
+    assert "more than any node of the Ray cluster has (1 CPUs)" in capsys.readouterr().err
 
     records = [trial_record(logdir, row["run"]) for row in read_results(logdir)]
     assert [r["status"] for r in records] == ["success"] * 4 and all(r["attempts"] == 1 for r in records)
