@@ -78,12 +78,13 @@ def data_fingerprint(data_dir):
     return digest.hexdigest()
 
 
-def load_data(data_dir, image_size):
-    """Decode both splits once, into (train, validation) ImageSets that every trial reuses."""
+def load_data(data_dir, image_size, as_arrays=False):
+    """Decode both splits once, into (train, validation) ImageSets that every trial reuses
+    (as_arrays: (images, labels) NumPy pairs instead, for other processes to build them from)."""
     sets = []
     for split in SPLITS:
         try:
-            sets.append(load_split(data_dir / split, image_size))
+            sets.append(load_split(data_dir / split, image_size, as_arrays=as_arrays))
         except tf.errors.InvalidArgumentError as e:
             raise UsageError(
                 f"an image under {data_dir / split} cannot be decoded ({e.message.splitlines()[0]}): "
@@ -92,9 +93,10 @@ def load_data(data_dir, image_size):
     return tuple(sets)
 
 
-def load_split(directory, image_size, batch_size=256, progress=None):
-    """Decode and resize every image under `directory/{cats,dogs}` once, into an ImageSet; a
-    progress line (console.Progress, whose arguments `progress` may change) if it takes long."""
+def load_split(directory, image_size, batch_size=256, progress=None, as_arrays=False):
+    """Decode and resize every image under `directory/{cats,dogs}` once, into an ImageSet (as_arrays:
+    its (images, labels) NumPy arrays); a progress line (console.Progress, whose arguments
+    `progress` may change) if it takes long."""
     ds = keras.utils.image_dataset_from_directory(
         directory,
         labels="inferred",
@@ -115,7 +117,8 @@ def load_split(directory, image_size, batch_size=256, progress=None):
             line.update(sum(map(len, labels)))
     if not images:
         raise ValueError(f"no images in {directory}")
-    return ImageSet(np.concatenate(images), np.concatenate(labels).astype(np.int32))
+    arrays = np.concatenate(images), np.concatenate(labels).astype(np.int32)
+    return arrays if as_arrays else ImageSet(*arrays)
 
 
 def augment_params(seed, batch, height, width):

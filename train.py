@@ -89,7 +89,11 @@ def parse_args(argv):
                              "1/--halving-rate go on, rung by rung, to --epochs (default: %(default)s)")
     parser.add_argument("--min-epochs", type=int, default=1, help="halving: the first rung's epochs (default: %(default)s)")
     parser.add_argument("--halving-rate", type=int, default=3, help="halving: keep the best 1/RATE at each rung, at least 2 (default: %(default)s)")
+    add_ray_flags(parser)
     args = parser.parse_args(argv)
+    args.ray = args.ray or args.ray_address is not None
+    if args.trials_per_gpu < 1 or args.cpus_per_trial <= 0 or args.max_retries < 0:
+        parser.error("--trials-per-gpu must be 1 or more, --cpus-per-trial more than 0, --max-retries 0 or more")
     if args.halving_rate < 2:
         parser.error("--halving-rate must be at least 2")
     for flag in ("image_size", "batch_size", "epochs", "steps_per_epoch", "min_epochs"):
@@ -111,6 +115,19 @@ def add_device_flags(parser):
     for name, text in DEVICE_FLAGS.items():
         parser.add_argument(f"--{name.replace('_', '-')}", action=argparse.BooleanOptionalAction,
                             help=f"{text} (default: on with a GPU, off on CPU)")
+
+
+def add_ray_flags(parser):
+    """--ray and how trials share the machines (parallel.py; needs pip install -e ".[ray]")."""
+    parser.add_argument("--ray", action="store_true", help="run trials in parallel on a Ray instance started on this "
+                        "machine (pip install -e \".[ray]\")")
+    parser.add_argument("--ray-address", metavar="ADDRESS", help="run them on the Ray cluster at ADDRESS (host:port, "
+                        "or auto: the one `ray start` made on this machine); implies --ray")
+    parser.add_argument("--trials-per-gpu", type=int, default=1, help="--ray: trials side by side on one GPU")
+    parser.add_argument("--cpus-per-trial", type=float, default=1, help="--ray: CPUs each trial reserves")
+    parser.add_argument("--max-retries", type=int, default=2,
+                        help="--ray: times a trial whose worker process or machine died is retried from its backup "
+                             "before it is recorded as failed")
 
 
 def resolve_device_flags(args, gpus):
@@ -186,12 +203,20 @@ def print_decision(decision, last_rung, eta):
     print("  stopped: " + (", ".join(decision.stopped) or "none"), flush=True)
 
 
-def run_trials(searcher, trials, settings, hparams, logdir, data, verbose, backup_minutes=BACKUP_MINUTES):
-    """Run the search over `trials` ({name: values}) in logdir; return the records of all of them."""
-    import experiment
+def outcome_line(label, values, record, seconds, eta):
+    """A finished trial's console line (both runners print it)."""
     import hparams as H
-    import search
-    import trial
+
+    if record["status"] == "success":
+        outcome = f"accuracy {record['metrics'][H.METRIC_ACCURACY]:.4f}"
+    else:
+        outcome = f"FAILED: {record['error']}"
+    return f"{label} {describe(values)} -> {outcome} ({console.minutes(seconds)}, ETA {console.minutes(eta)})"
+
+
+def reuse_records(logdir, trials, settings):
+    """{name: record} of the trials a rerun reuses, said on the console (both runners start here)."""
+    import experiment
 
     records = experiment.reusable_records(logdir, trials, settings)
     others = experiment.other_trials(logdir, trials)
@@ -199,6 +224,31 @@ def run_trials(searcher, trials, settings, hparams, logdir, data, verbose, backu
         print(f"Reusing {len(records)} finished trial(s) from {logdir}; {len(trials) - len(records)} to run.")
     if others:
         print(f"{len(others)} other trial(s) in {logdir} are not in this grid: left as they are, not ranked.")
+    return records
+
+
+def record_decisions(searcher, trials, records, decided, settings, logdir, eta):
+    """After a round: print and save the search's new decisions (halving rungs); return how many there are.
+    eta: seconds the rest of the search should take."""
+    import experiment
+    import trial
+
+    decisions = searcher.decisions(trials, records)
+    for decision in decisions[decided:]:
+        print_decision(decision, settings.epochs, console.minutes(eta))
+        for name in decision.stopped if decision.epochs < settings.epochs else []:
+            trial.discard_backup(logdir / name)  # never continued: its training state is only disk
+    experiment.write_decisions(logdir, decisions)
+    return len(decisions)
+
+
+def run_trials(searcher, trials, settings, hparams, logdir, data, verbose, backup_minutes=BACKUP_MINUTES):
+    """Run the search over `trials` ({name: values}) in logdir; return the records of all of them."""
+    import experiment
+    import search
+    import trial
+
+    records = reuse_records(logdir, trials, settings)
 
     def keep_if_best(model, record):
         # The same order as results.csv, so best_model.keras is always its rank 1; only a fully
@@ -211,7 +261,7 @@ def run_trials(searcher, trials, settings, hparams, logdir, data, verbose, backu
 
     def eta():
         """The rest of the search at this run's pace so far (seconds per epoch trained)."""
-        return console.minutes(seconds / max(1, epochs_done) * max(0, planned - trained()))
+        return seconds / max(1, epochs_done) * max(0, planned - trained())
 
     planned = searcher.planned_epochs(len(trials))
     decided = len(searcher.decisions(trials, records))
@@ -228,19 +278,8 @@ def run_trials(searcher, trials, settings, hparams, logdir, data, verbose, backu
 
             seconds += time.monotonic() - start
             epochs_done += max(1, trained() - before)
-            if record["status"] == "success":
-                outcome = f"accuracy {record['metrics'][H.METRIC_ACCURACY]:.4f}"
-            else:
-                outcome = f"FAILED: {record['error']}"
-            print(f"{label} {describe(task.values)} -> {outcome} ({console.minutes(time.monotonic() - start)}, "
-                  f"ETA {eta()})", flush=True)
-        decisions = searcher.decisions(trials, records)
-        for decision in decisions[decided:]:
-            print_decision(decision, settings.epochs, eta())
-            for name in decision.stopped if decision.epochs < settings.epochs else []:
-                trial.discard_backup(logdir / name)  # never continued: its training state is only disk
-        decided = len(decisions)
-        experiment.write_decisions(logdir, decisions)
+            print(outcome_line(label, task.values, record, time.monotonic() - start, eta()), flush=True)
+        decided = record_decisions(searcher, trials, records, decided, settings, logdir, eta())
     experiment.write_results(logdir, search.ranked(list(records.values())), hparams)
     return list(records.values())
 
@@ -270,7 +309,6 @@ def _main(args):
     import experiment
     import hparams as H
     import pipeline
-    import search
     import trial
 
     hparams = H.override(H.HPARAMS, args.grid)
@@ -284,6 +322,8 @@ def _main(args):
         trials = {experiment.run_folder(args.logdir, values).name: values for values in H.expand_grid(hparams)}
 
         gpus = trial.gpu_names()
+        if args.ray:
+            return run_on_ray(args, trials, hparams)
         resolve_device_flags(args, gpus)
         if args.deterministic:
             import tensorflow as tf
@@ -302,6 +342,14 @@ def _main(args):
         records = run_trials(searcher, trials, settings, hparams, args.logdir, data, keras_verbosity(args.quiet),
                              args.backup_minutes)
 
+    return finish(args, records)
+
+
+def finish(args, records):
+    """The ranked table and summary; the exit code."""
+    import experiment
+    import search
+
     print_table(search.ranked(records))
     failed = [r for r in records if r["status"] != "success"]
     print(f"\n{len(records) - len(failed)} of {len(records)} trials succeeded; "
@@ -310,6 +358,38 @@ def _main(args):
         print(f"{len(failed)} failed: " + "; ".join(f"{r['name']} ({r['error']})" for r in failed))
     print(f"See them all:  tensorboard --logdir {args.logdir}")
     return EXIT_TRIAL_FAILED if failed else 0
+
+
+def run_on_ray(args, trials, hparams):
+    """--ray: the same search, its rounds' trials run concurrently as Ray tasks (parallel.py)."""
+    try:
+        import parallel
+    except ModuleNotFoundError as e:
+        if e.name != "ray":
+            raise
+        raise UsageError('--ray needs Ray: pip install -e ".[ray]"') from None
+    import tensorflow as tf
+
+    import experiment
+
+    # The driver trains nothing: keep its TensorFlow (the decode) off the GPUs the trials share.
+    with contextlib.suppress(RuntimeError):  # this process's TensorFlow has started already (tests)
+        tf.config.set_visible_devices([], "GPU")
+    with parallel.connected(args.ray_address) as cluster:
+        resolve_device_flags(args, cluster.get("GPU", 0))
+        resources = parallel.trial_resources(cluster, args.cpus_per_trial, args.trials_per_gpu, args.max_retries)
+        t0 = time.monotonic()
+        data, train_images = parallel.share_data(args.data, args.image_size)
+        settings = make_settings(args, train_images)
+        print(f"Decoded the images at {args.image_size}x{args.image_size} in {time.monotonic() - t0:.1f} s, once, into "
+              f"Ray's object store. Ray: {cluster.get('CPU', 0):g} CPUs, {cluster.get('GPU', 0):g} GPUs on "
+              f"{sum(n['Alive'] for n in parallel.ray.nodes())} node(s): XLA {'on' if settings.xla else 'off'}, "
+              f"mixed precision {'on' if settings.mixed_precision else 'off'}.")
+        searcher = make_search(args)
+        experiment.prepare(args.logdir, settings, hparams, searcher.describe())
+        records = parallel.run_trials(searcher, trials, settings, hparams, args.logdir, data,
+                                      0 if args.quiet else 2, args.backup_minutes, resources, sys.modules[__name__])
+    return finish(args, records)
 
 
 if __name__ == "__main__":

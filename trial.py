@@ -299,7 +299,7 @@ def run(values, settings, data, run_dir, epochs=None, verbose="auto", on_success
     record = {
         "name": name, "hparams": values, "status": "running", "settings": asdict(settings),
         "seed": settings.seed, "command": shlex.join([sys.executable] + sys.argv), "environment": environment(),
-        "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "started": now(),
         "metrics": {}, "error": None, "attempts": (earlier or {}).get("attempts", 0) + 1,
     }
     write_json(run_dir / TRIAL_FILE, record)
@@ -331,13 +331,37 @@ def run(values, settings, data, run_dir, epochs=None, verbose="auto", on_success
     finally:
         del model
         release_memory(registered)
-    record["finished"] = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+    record["finished"] = now()
     record["rss_mb"] = resident_mb()
     write_json(run_dir / TRIAL_FILE, record)
     # Deleted only once trial.json says the trial is finished: a kill before that resumes, not restarts.
     if record["status"] == "failure" or epochs >= settings.epochs:
         discard_backup(run_dir)
     return record
+
+
+def record_failure(values, settings, run_dir, error):
+    """Record as failed, with the reason, a trial that its runner lost for good (its worker process or
+    machine died on every attempt), as `run` records a trial that raised: trial.json and the
+    HParams session end STATUS_FAILURE. Returns the record."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    name = run_dir.name
+    record = read_json(run_dir / TRIAL_FILE)
+    if record is None:  # lost before it wrote anything: the session needs its start too
+        record = {"name": name, "hparams": values, "settings": asdict(settings), "seed": settings.seed,
+                  "started": now(), "attempts": 0}
+        write_session(run_dir, values, name)
+    record.update(status="failure", error=error, metrics={}, finished=now())
+    write_session(run_dir, values, name, api_pb2.STATUS_FAILURE, {})
+    write_json(run_dir / TRIAL_FILE, record)
+    discard_backup(run_dir)
+    return record
+
+
+def now():
+    """Local time with milliseconds: concurrent trials' start and end times must be comparable."""
+    return datetime.datetime.now().astimezone().isoformat(timespec="milliseconds")
 
 
 def discard_backup(run_dir):

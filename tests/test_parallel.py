@@ -1,0 +1,149 @@
+"""train.py --ray: trials run concurrently as Ray tasks, on a two-node cluster simulated on this machine.
+
+Ray starts once for the session: ray.cluster_utils.Cluster with two nodes of one CPU each, so
+that two trials run at once, one on each node.
+"""
+
+import datetime
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import trial_outcome
+from test_resume import wait_for_file
+from test_train import FAST, read_results, trial_record
+
+import experiment
+import train
+import trial
+
+ray = pytest.importorskip("ray")
+from ray.cluster_utils import Cluster  # noqa: E402 - only once Ray is known to be installed
+
+ROOT = Path(__file__).resolve().parent.parent
+FOUR = ["--grid", "num_units=8,16", "--grid", "dropout=0.1", "--grid", "optimizer=adam,sgd", "--grid", "learning_rate=0.01"]
+TWO = ["--grid", "num_units=8", "--grid", "dropout=0.1", "--grid", "optimizer=adam,sgd", "--grid", "learning_rate=0.01"]
+
+
+@pytest.fixture(scope="session")
+def cluster():
+    """Two Ray nodes on this machine, one CPU each; ray.init joined to them for the whole session."""
+    # Ray's memory monitor kills workers when the machine's memory is nearly full: on a small
+    # shared CI machine that would be a flaky test, not the behaviour under test.
+    os.environ["RAY_memory_monitor_refresh_ms"] = "0"
+    nodes = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    nodes.add_node(num_cpus=1)
+    nodes.wait_for_nodes()
+    ray.init(address=nodes.address, logging_level="WARNING")
+    yield nodes
+    ray.shutdown()
+    nodes.shutdown()
+
+
+def interval(record):
+    return tuple(datetime.datetime.fromisoformat(record[k]).timestamp() for k in ("started", "finished"))
+
+
+def test_grid_runs_trials_concurrently_on_both_nodes(cluster, dataset, tmp_path, tensorboard, capsys):
+    logdir = tmp_path / "logs"
+    assert train.main(["--ray", "--data", str(dataset), "--logdir", str(logdir), *FAST, *FOUR]) == 0
+    out = capsys.readouterr().out
+    assert "Running 4 trial(s) on Ray" in out and out.count(" -> accuracy ") == 4
+    # A trial needing more CPUs than any one node has could never start: refused at once.
+    assert train.main(["--ray", "--cpus-per-trial", "2", "--data", str(dataset), "--logdir", str(logdir), *FAST, *FOUR]) == 2
+    assert "more than any node of the Ray cluster has (1 CPUs)" in capsys.readouterr().err
+
+    records = [trial_record(logdir, row["run"]) for row in read_results(logdir)]
+    assert [r["status"] for r in records] == ["success"] * 4 and all(r["attempts"] == 1 for r in records)
+    # Two at a time: some trial started before another one ended.
+    spans = sorted(interval(r) for r in records)
+    assert any(later[0] < earlier[1] for earlier, later in zip(spans, spans[1:])), spans
+    # Trials ran on both nodes.
+    assert {r["worker"]["node_id"] for r in records} == {n["NodeID"] for n in ray.nodes() if n["Alive"]}
+    # best_model.keras came from results.csv's rank 1 (written once, by the trial that was best).
+    assert json.loads((logdir / ".best.json").read_text())["name"] == records[0]["name"]
+    assert (logdir / experiment.BEST_MODEL_FILE).exists()
+
+    # The dashboard: four sessions, each ended SUCCESS with trial.json's metrics.
+    groups = tensorboard(logdir).wait_for(4)
+    assert len(groups) == 4
+    by_name = {g["name"]: g["sessions"][0] for g in groups}
+    for r in records:
+        assert by_name[r["name"]]["status"] == "STATUS_SUCCESS"
+        shown = {m["name"]["tag"]: m["value"] for m in by_name[r["name"]]["metricValues"] if not m["name"].get("group")}
+        assert shown["accuracy"] == pytest.approx(r["metrics"]["accuracy"])
+
+
+@pytest.mark.parametrize("retries", [1, 0])
+def test_worker_killed_mid_trial_is_retried_from_its_backup_or_recorded_failed(cluster, dataset, tmp_path, tensorboard,
+                                                                               monkeypatch, capsys, retries):
+    # Every trial's worker process SIGKILLs itself right after its first backup (epoch 1's end),
+    # in its first attempt only.
+    monkeypatch.setenv(trial.KILL_AT_ENV, "backup:1")
+    monkeypatch.setenv("TRIAL_KILL_ATTEMPTS", "1")
+    logdir = tmp_path / "logs"
+    code = train.main(["--ray", "--max-retries", str(retries), "--data", str(dataset), "--logdir", str(logdir), *FAST, *TWO])
+    records = [trial_record(logdir, row["run"]) for row in read_results(logdir)]
+    groups = tensorboard(logdir).wait_for(2)
+    assert len(groups) == 2
+    if retries:
+        # Retried in a fresh process, resumed from the backup at the end of epoch 1.
+        assert code == 0
+        assert [(r["status"], r["attempts"], r["resumed_from_step"]) for r in records] == [("success", 2, 2)] * 2
+        assert {g["sessions"][0]["status"] for g in groups} == {"STATUS_SUCCESS"}
+    else:
+        # No retry left: the driver records the failure with Ray's reason, and the grid goes on.
+        assert code == train.EXIT_TRIAL_FAILED
+        assert [r["status"] for r in records] == ["failure"] * 2
+        assert all(r["error"].startswith("WorkerCrashedError") for r in records), [r["error"] for r in records]
+        assert not (logdir / records[0]["name"] / trial.BACKUP_DIR).exists()
+        assert {g["sessions"][0]["status"] for g in groups} == {"STATUS_FAILURE"}
+        assert capsys.readouterr().out.count("FAILED: WorkerCrashedError") == 2
+
+
+def test_driver_killed_mid_grid_resumes_exactly_as_the_local_loop_runs(cluster, dataset, tmp_path, tensorboard, capsys):
+    args = ["--data", str(dataset), *FAST, *TWO, "--deterministic"]
+    logdir = tmp_path / "logs"
+    # Both trials pause after their first epoch is backed up and logged; then the driver is killed.
+    paused = tmp_path / "paused"
+    driver = subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), "--ray-address", cluster.address, "--logdir", str(logdir), *args],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, trial.PAUSE_AT_ENV: f"history:2:{paused}"},
+    )
+    wait_for_file(driver, paused)
+    # A second driver on the same logdir is refused while the first holds it.
+    assert train.main(["--ray", "--logdir", str(logdir), *args]) == train.EXIT_USAGE
+    assert f"in use by train.py (pid {driver.pid})" in capsys.readouterr().err
+    driver.send_signal(signal.SIGKILL)
+    driver.communicate(timeout=60)
+
+    assert train.main(["--ray", "--logdir", str(logdir), *args]) == 0
+    names = [row["run"] for row in read_results(logdir)]
+    resumed = [trial_record(logdir, name) for name in names]
+    assert any(r["resumed_from_step"] == 2 for r in resumed), resumed
+    groups = tensorboard(logdir).wait_for(2)
+    assert len(groups) == 2  # one session per trial, not one per attempt
+
+    # The same grid in the local loop: bit-identical metrics, history and curves.
+    local = tmp_path / "local"
+    assert train.main(["--logdir", str(local), *args]) == 0
+    for name in names:
+        assert trial_outcome(logdir / name) == trial_outcome(local / name), name
+
+
+def test_without_ray_flags_ray_is_never_imported(dataset, tmp_path):
+    logdir = tmp_path / "logs"
+    script = (
+        "import sys, train\n"
+        "try:\n    train.main(['--help'])\nexcept SystemExit:\n    pass\n"
+        f"assert train.main({['--data', str(dataset), '--logdir', str(logdir), *FAST, *TWO]!r}) == 0\n"
+        "print('ray imported' if 'ray' in sys.modules else 'ray not imported')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.rstrip().endswith("ray not imported")
