@@ -46,7 +46,6 @@ def connected(address=None):
     started = not ray.is_initialized()
     if started:
         try:
-            # No dashboard: it needs ray[default] and nothing here reads it.
             # "local": always a new instance; address=None would join any cluster `ray start` (or a
             # test) left running on this machine. No dashboard: it needs ray[default], nothing reads it.
             ray.init(address=address or "local", include_dashboard=False if address is None else None,
