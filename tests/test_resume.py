@@ -121,13 +121,13 @@ def test_failing_trials_are_recorded_and_the_grid_goes_on(dataset, tmp_path, ten
     assert {n for n, s in statuses.items() if s == "STATUS_FAILURE"} == set(failed)
 
 
-def run_one_trial(dataset, logdir, kill_at=None):
+def run_one_trial(dataset, logdir, kill_at=None, seed=42):
     """One --deterministic trial (dropout and augmentation on, so every RNG counts) backed up after
     every step, in a subprocess: op determinism is process-wide and permanent. With kill_at
     (trial._kill_point's NAME:N) the process SIGKILLs itself there; returns its exit code."""
     argv = ["--data", str(dataset), "--logdir", str(logdir), "--image-size", "24", "--batch-size", "8", "--epochs", "3",
             "--steps-per-epoch", "4", "--quiet", *CPU, "--deterministic", "--backup-minutes", "0", "--grid", "num_units=8",
-            "--grid", "dropout=0.2", "--grid", "optimizer=adam", "--grid", "learning_rate=0.01"]
+            "--grid", "dropout=0.2", "--grid", "optimizer=adam", "--grid", "learning_rate=0.01", "--seed", str(seed)]
     env = {**os.environ, trial.KILL_AT_ENV: kill_at or ""}
     done = subprocess.run([sys.executable, str(ROOT / "train.py"), *argv], cwd=ROOT, env=env, capture_output=True, text=True)
     assert done.returncode == (-signal.SIGKILL if kill_at else 0), done.stdout + done.stderr
@@ -147,11 +147,18 @@ def test_a_trial_killed_anywhere_ends_bit_identical_to_an_uninterrupted_one(data
     assert "--deterministic" in record["command"]
 
     logdir = tmp_path / "killed"
-    # 3 epochs of 4 steps, a backup after each step. Kill after the 6th backup (mid-epoch 2); then,
-    # resumed there, after epoch 2's backup but before its history.csv row; then, on the next resume,
-    # after that row is written but before its TensorBoard points. The last run finishes.
-    for kill_at in ("backup:6", "backup:2", "history:1", None):
+    # 3 epochs of 4 steps, a backup after each step. Kill before the first step (where the logs are
+    # first brought in line with the, still empty, backup); then after the 6th backup (mid-epoch 2);
+    # then, resumed there, after epoch 2's backup but before its history.csv row; then, on the next
+    # resume, after that row is written but before its TensorBoard points. The last run finishes.
+    for kill_at in ("history:1", "backup:6", "backup:2", "history:1", None):
         run_one_trial(dataset, logdir, kill_at)
-    assert json.loads((logdir / name / trial.TRIAL_FILE).read_text())["attempts"] == 4
+    record = json.loads((logdir / name / trial.TRIAL_FILE).read_text())
+    assert record["attempts"] == 5 and record["resumed_from_step"] > 0
     assert trial_outcome(logdir / name) == expected  # exact, not approximate
+
+    # The control: the comparison tells runs apart; another seed (other initial weights, data order,
+    # augmentation and dropout) ends elsewhere.
+    run_one_trial(dataset, tmp_path / "other-seed", seed=7)
+    assert trial_outcome(tmp_path / "other-seed" / name)[:2] != expected[:2]
     assert not (logdir / name / trial.BACKUP_DIR).exists()
