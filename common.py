@@ -13,6 +13,8 @@ SPLITS = ("train", "validation")
 BACKUP_MINUTES = 5.0  # a trial backs up this often (and at each epoch end): a kill loses at most this much training
 MANIFEST = "manifest.csv"  # data_split.py's record of every kept image; its hash fingerprints the data
 
+FINISHED = ("success", "failure")  # a trial's end statuses in trial.json; other statuses mean it may go on
+
 
 class UsageError(Exception):
     """A mistake the user can fix; the entry points print it as one line and exit with code 2."""

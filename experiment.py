@@ -26,7 +26,7 @@ from tensorboard.plugins.hparams import summary_v2 as hp
 
 import hparams as H
 import trial
-from common import UsageError, read_json, write_json
+from common import FINISHED, UsageError, read_json, write_json
 
 EXPERIMENT_FILE = "experiment.json"
 RESULTS_FILE = "results.csv"
@@ -88,14 +88,14 @@ def hparam_domains(hparams):
     return {h.name: H.grid_values(h) for h in hparams}
 
 
-def recorded_settings(logdir):
-    """Every (source, settings) that earlier runs left in logdir: experiment.json's and each trial's.
+def recorded_settings(logdir, recorded):
+    """Every (source, settings) that earlier runs left in logdir: experiment.json's (`recorded`, as
+    read) and each trial's.
 
     The trials' own records are read too, so that a deleted or damaged experiment.json can never
     let trials with other settings mix into this experiment.
     """
     found = []
-    recorded = read_json(logdir / EXPERIMENT_FILE)
     if recorded and "settings" in recorded:
         found.append((EXPERIMENT_FILE, recorded["settings"]))
     for path in sorted(logdir.glob(f"*/{trial.TRIAL_FILE}")):
@@ -117,7 +117,7 @@ def prepare(logdir, settings, hparams, search):
             f"{logdir} holds a search with other settings ({earlier_search} -> {search}): its decisions would not "
             f"hold. Use another --logdir, or --restart to move it aside"
         )
-    for source, earlier in recorded_settings(logdir):
+    for source, earlier in recorded_settings(logdir, recorded):
         if earlier != current["settings"]:
             changed = [f"{k} {earlier.get(k)} -> {v}" for k, v in current["settings"].items() if earlier.get(k) != v]
             raise UsageError(
@@ -175,7 +175,7 @@ def reusable_records(logdir, trials, settings):
     records = {}
     for name in trials:
         record = trial.load(logdir / name)
-        if record and record["status"] in trial.FINISHED and record["settings"] == asdict(settings):
+        if record and record["status"] in FINISHED and record["settings"] == asdict(settings):
             records[name] = record
     return records
 

@@ -16,6 +16,7 @@ import math
 from dataclasses import dataclass
 
 import hparams as H
+from common import FINISHED
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ def epochs_trained(record):
 
 def is_done(record, epochs):
     """Whether a trial's record shows it finished at `epochs` epochs or more (or failed)."""
-    if record is None or record.get("status") not in ("success", "failure"):
+    if record is None or record.get("status") not in FINISHED:
         return False
     return record["status"] == "failure" or epochs_trained(record) >= epochs
 

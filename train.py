@@ -321,9 +321,9 @@ def _main(args):
         # Keyed by run folder name, which is an older run's own name where one exists.
         trials = {experiment.run_folder(args.logdir, values).name: values for values in H.expand_grid(hparams)}
 
-        gpus = trial.gpu_names()
         if args.ray:
             return run_on_ray(args, trials, hparams)
+        gpus = trial.gpu_names()
         resolve_device_flags(args, gpus)
         if args.deterministic:
             import tensorflow as tf

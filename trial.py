@@ -45,7 +45,6 @@ from model import build_model
 TRIAL_FILE = "trial.json"
 HISTORY_FILE = "history.csv"
 BACKUP_DIR = "backup"
-FINISHED = ("success", "failure")
 CURVE_GROUPS = ("train", "validation")  # the Keras TensorBoard callback's folders
 KILL_AT_ENV = "TRIAL_KILL_AT"  # test hooks, see _kill_point
 PAUSE_AT_ENV = "TRIAL_PAUSE_AT"

@@ -22,7 +22,7 @@ import hparams as H
 import pipeline
 import train
 import trial
-from common import UsageError
+from common import FINISHED, UsageError
 
 ROOT = Path(__file__).resolve().parent.parent
 # The device flags pinned, so that a machine with a GPU tests this same configuration.
@@ -111,7 +111,7 @@ def test_nan_trial_is_a_failure_and_the_grid_goes_on(dataset, tmp_path, tensorbo
     statuses = {g["name"]: g["sessions"][0]["status"] for g in api.wait_for(2)}
     assert statuses[sgd] == "STATUS_FAILURE"
     assert len(statuses) == 2  # the trial after the failure ran too
-    assert all(trial_record(logdir, name)["status"] in trial.FINISHED for name in statuses)
+    assert all(trial_record(logdir, name)["status"] in FINISHED for name in statuses)
 
     # A rerun does not retry failed trials: they are reused untouched (a new --logdir retries them).
     failed = snapshot(logdir / sgd)
