@@ -8,11 +8,15 @@ Both searches run through the real driver, train.main(), on the same images, see
 64x64 images). The JSON holds every figure, the machine, and the headline numbers:
   wall_ratio    grid wall time / halving wall time (floor 2.3)
   accuracy_gap  the grid's best final validation accuracy minus that of halving's pick (floor: <= 0.03)
+and, to tell why halving picks what it picks, every trial's validation accuracy after each epoch and
+`first_rung_rank_correlation`: Spearman's rank correlation, over the grid's trials, between the
+accuracy at the first rung (--min-epochs) and the final one. Near 0, the first cut is a lottery.
 """
 
 import argparse
 import csv
 import json
+import os
 import sys
 import tempfile
 import time
@@ -42,6 +46,8 @@ def run_search(name, data, logdir, args):
             "--search", name, *(f"--grid={g}" for g in GRID)]
     if args.steps_per_epoch:
         argv += ["--steps-per-epoch", str(args.steps_per_epoch)]
+    if name == "halving":
+        argv += ["--min-epochs", str(args.min_epochs)]
     start = time.monotonic()
     code = train.main(argv)
     wall = time.monotonic() - start
@@ -56,7 +62,24 @@ def run_search(name, data, logdir, args):
         "best_trial": best["name"],
         "best_val_accuracy": best["metrics"][H.METRIC_ACCURACY],
         "ranking": [(r["name"], search.epochs_trained(r), r["metrics"].get(H.METRIC_ACCURACY)) for r in search.ranked(records)],
+        "curves": {r["name"]: [row[H.METRIC_ACCURACY] for row in r.get("curve", [])] for r in records},
     }
+
+
+def ranks(values):
+    """1-based ranks of values, ties sharing their mean rank (as Spearman's correlation wants)."""
+    order = sorted(values)
+    return [order.index(v) + (order.count(v) + 1) / 2 for v in values]
+
+
+def spearman(xs, ys):
+    """Spearman's rank correlation of two equally long lists (SciPy's spearmanr, without SciPy for
+    one formula: Pearson's correlation of the ranks)."""
+    rx, ry = ranks(xs), ranks(ys)
+    mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
+    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
+    spread = (sum((a - mx) ** 2 for a in rx) * sum((b - my) ** 2 for b in ry)) ** 0.5
+    return cov / spread if spread else 0.0
 
 
 def read_csv(path):
@@ -75,6 +98,7 @@ def main(argv=None):
     parser.add_argument("--steps-per-epoch", type=int, default=50,
                         help="training steps per epoch (default: 50, so that both searches take about half an hour on "
                              "2 CPU cores); 0 for a full pass over the training images")
+    parser.add_argument("--min-epochs", type=int, default=1, help="halving's first rung (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=train.DEFAULT_SEED)
     args = parser.parse_args(argv)
     if not args.data.is_dir():
@@ -83,11 +107,12 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         data = prepare_split(args.data.expanduser(), 0, tmp / "data")
+        load_at_start = [round(x, 2) for x in os.getloadavg()]
         report = {"settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()} | {"grid": GRID}}
         for name in ("grid", "halving"):
             print(f"\n=== {name} ===", flush=True)
             report[name] = run_search(name, data, tmp / name, args)
-        report["machine"] = machine()
+        report["machine"] = machine() | {"load_average_at_start": load_at_start}
 
     grid, halving = report["grid"], report["halving"]
     grid_names = [name for name, _, _ in grid["ranking"]]
@@ -97,6 +122,9 @@ def main(argv=None):
     report["wall_ratio"] = round(grid["wall_s"] / halving["wall_s"], 3)
     report["epoch_ratio"] = round(grid["epochs_trained"] / halving["epochs_trained"], 3)
     report["accuracy_gap"] = round(grid["best_val_accuracy"] - halving["best_val_accuracy"], 4)
+    curves = grid["curves"].values()
+    report["first_rung_rank_correlation"] = round(
+        spearman([c[args.min_epochs - 1] for c in curves], [c[-1] for c in curves]), 3)
     report["floors_met"] = report["wall_ratio"] >= FLOOR_WALL_RATIO and report["accuracy_gap"] <= FLOOR_ACCURACY_GAP
 
     print(f"\n{'':8} {'epochs':>6} {'wall':>8}  best trial (final val accuracy)")
@@ -105,6 +133,8 @@ def main(argv=None):
         print(f"{name:8} {r['epochs_trained']:>6} {r['wall_s']:>7.0f}s  {r['best_trial']} ({r['best_val_accuracy']:.4f})")
     print(f"wall_ratio {report['wall_ratio']} (floor {FLOOR_WALL_RATIO}), accuracy_gap {report['accuracy_gap']} "
           f"(floor {FLOOR_ACCURACY_GAP}); halving's pick ranks {report['halving_pick_rank_in_grid']} in the grid")
+    print(f"rank correlation of the grid's accuracies at epoch {args.min_epochs} and at the end: "
+          f"{report['first_rung_rank_correlation']}")
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
     return 0
