@@ -7,6 +7,7 @@ that two trials run at once, one on each node.
 import datetime
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -215,3 +216,20 @@ def test_halving_on_ray_decides_and_trains_exactly_as_the_local_loop(cluster, da
     assert {g["name"]: (g["sessions"][0]["status"], metric(g["metricValues"], H.METRIC_EPOCHS)) for g in groups} == {
         name: ("STATUS_SUCCESS", trained) for name, trained in epochs.items()}
 
+
+def test_a_ray_run_shows_each_trials_epochs_by_name_and_no_tensorflow_noise(cluster, dataset, tmp_path):
+    # The driver as a user starts it, its output into pipes (as into a log file).
+    argv = ["--ray-address", cluster.address, "--data", str(dataset), "--logdir", str(tmp_path / "logs"),
+            *[a for a in FAST if a != "--quiet"], "--epochs", "1", *TWO]
+    # Without the Ray settings an earlier test's train.main left in this process's environment.
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_DEDUP_LOGS", "RAY_COLOR_PREFIX")}
+    run = subprocess.run([sys.executable, str(ROOT / "train.py"), *argv], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert run.returncode == 0, run.stdout + run.stderr
+    # Every trial's epoch line, behind its trial's name: Ray's deduplication would have shown one
+    # of them as "[repeated 2x across cluster]". No colour codes into a pipe.
+    for name in ("adam-lr0.01-u8-d0.1", "sgd-lr0.01-u8-d0.1"):
+        assert re.search(rf"^\({re.escape(name)} pid=\d+\) 2/2 - .* val_accuracy: ", run.stdout, re.M), run.stdout
+    assert "repeated" not in run.stdout + run.stderr and "\x1b" not in run.stdout + run.stderr
+    # The workers' TensorFlow start-up lines (absl, no CUDA driver on a machine without a GPU) are filtered.
+    assert not re.search(r"absl::InitializeLog|cudart_stub|cuInit: INTERNAL", run.stderr), run.stderr
