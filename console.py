@@ -14,11 +14,15 @@ import time
 # user: absl's notice that it logs before being initialised, printed twice whatever the level;
 # "no CUDA driver" on a machine without a GPU (the run's own summary names the device); and a
 # tf.data graph rewrite that TensorFlow itself says "may be expected", printed for every trial.
-TF_NOISE = (
-    r"WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR$"
-    r"|[IWE]\d{4} [\d:.]+ +\d+ (cudart_stub\.cc:\d+\] Could not find cuda drivers on your machine"
+# Under --ray the same lines come from each worker process, passed on by Ray behind "(pid=N)",
+# "(trial-name pid=N)" or, from another machine, "(trial-name pid=N, ip=A)", in colour unless
+# RAY_COLOR_PREFIX=0 (see ray_worker_output).
+RAY_PREFIX = r"(?:(?:\x1b\[\d+m)?\((?:[^()]* )?pid=\d+(?:, ip=[^()]+)?\)(?:\x1b\[0m)? )?"
+TF_NOISE = RAY_PREFIX + (
+    r"(?:WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR$"
+    r"|[IWE]\d{4} [\d:.]+ +\d+ (?:cudart_stub\.cc:\d+\] Could not find cuda drivers on your machine"
     r"|cuda_platform\.cc:\d+\] failed call to cuInit: INTERNAL: CUDA error: Failed call to cuInit: UNKNOWN ERROR \(303\)$"
-    r"|node_def_util\.cc:\d+\] NodeDef mentions attribute use_unbounded_threadpool which is not in the op definition)"
+    r"|node_def_util\.cc:\d+\] NodeDef mentions attribute use_unbounded_threadpool which is not in the op definition))"
 )
 # Run in a separate process, not a thread: what TensorFlow writes just before it aborts (an
 # unsupported CPU, a failed check) must still reach the terminal.
@@ -36,6 +40,18 @@ def quiet_tensorflow():
     """Hide TensorFlow's C++ INFO and WARNING lines unless the user chose a level (call before
     TensorFlow is imported: it reads the variable once)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def ray_worker_output(terminal):
+    """Ray's documented settings for how the driver shows its workers' output, unless the user set
+    them (call before Ray is imported: it reads RAY_DEDUP_LOGS once).
+
+    Every line as it comes: Ray's deduplication merges lines that differ only in their numbers, so
+    four trials' epoch lines became one "[repeated 4x across cluster]" showing one trial's metrics,
+    the rest printed rungs later. No colour codes into a file or pipe (terminal: stdout is one)."""
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    if not terminal:
+        os.environ.setdefault("RAY_COLOR_PREFIX", "0")
 
 
 @contextlib.contextmanager

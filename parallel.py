@@ -163,7 +163,7 @@ def run_trials(searcher, trials, settings, hparams, logdir, data, verbose, backu
     Returns the records of all trials; results.csv is written here only, by the driver.
     """
     records = report.reuse_records(logdir, trials, settings)
-    remote = ray.remote(run_task).options(**resources, retry_exceptions=False)
+    remote = ray.remote(run_task)
     hooks = {name: os.environ[name] for name in HOOKS if name in os.environ}
     names = list(trials)
 
@@ -176,7 +176,9 @@ def run_trials(searcher, trials, settings, hparams, logdir, data, verbose, backu
     for tasks in searcher.rounds(trials, records):
         print(f"\nRunning {len(tasks)} trial(s) on Ray, to epoch {tasks[0].epochs}: "
               f"each takes {resources['num_cpus']:g} CPU(s) and {resources['num_gpus']:g} GPU(s).", flush=True)
-        pending = {remote.remote(task, settings, str(logdir), names, verbose, backup_minutes, data, hooks): task
+        # Each task named after its trial: Ray shows each line of the trial's output behind "(NAME pid=N)".
+        pending = {remote.options(**resources, retry_exceptions=False, name=task.name).remote(
+                       task, settings, str(logdir), names, verbose, backup_minutes, data, hooks): task
                    for task in tasks}
         try:
             for k in range(1, len(tasks) + 1):

@@ -362,6 +362,7 @@ def finish(args, records):
 
 def run_on_ray(args, trials, hparams):
     """--ray: the same search, its rounds' trials run concurrently as Ray tasks (parallel.py)."""
+    console.ray_worker_output(terminal=sys.stdout.isatty())
     try:
         import parallel
     except ModuleNotFoundError as e:

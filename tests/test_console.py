@@ -1,14 +1,21 @@
-"""The progress line for long one-off jobs: plain lines into a file or pipe, redrawn on a terminal."""
+"""What the terminal shows: the progress line for long one-off jobs (plain lines into a file or pipe, redrawn on a
+terminal), and TensorFlow's noise kept out, also as Ray passes it on from its workers."""
 
 import functools
 import io
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 from conftest import write_dataset
 
 import console
 import data_split
 import pipeline
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 class Terminal(io.StringIO):
@@ -58,3 +65,57 @@ def test_decoding_and_checking_say_how_far_they_are(tmp_path, capsys, monkeypatc
     assert data_split.main(["--source", str(source), "--dest", str(tmp_path / "split"), "--workers", "2"]) == 0
     out = capsys.readouterr().out
     assert "\r" not in out and re.findall(r"^checking: (\d+) of 24 images", out, re.M) == [str(n) for n in range(1, 25)]
+
+
+# TensorFlow's noise as Ray passes a worker's stderr on to the driver's console (lines seen on a
+# --ray run): in colour on a terminal, plain with RAY_COLOR_PREFIX=0, behind the task's name once
+# the worker runs a trial, with the machine's address when it is another one.
+RAY_PREFIXES = ["\x1b[36m(pid=23559)\x1b[0m ", "(pid=23559) ", "\x1b[36m(adam-lr0.01-u8-d0.1 pid=23560)\x1b[0m ",
+                "(run_task pid=23560) ", "(sgd-lr0.01-u16-d0.1 pid=123, ip=10.0.0.2) ",
+                "\x1b[95m(sgd-lr0.01-u16-d0.1 pid=123, ip=10.0.0.2)\x1b[0m "]
+TF_NOISE_LINES = [
+    "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
+    "I0000 00:00:1795837538.350000   23559 cudart_stub.cc:31] Could not find cuda drivers on your machine, GPU will not "
+    "be used.",
+    "E0000 00:00:1795837543.840226   23560 cuda_platform.cc:52] failed call to cuInit: INTERNAL: CUDA error: Failed call "
+    "to cuInit: UNKNOWN ERROR (303)",
+    "E0000 00:00:1795826894.834835    2160 node_def_util.cc:682] NodeDef mentions attribute use_unbounded_threadpool "
+    "which is not in the op definition: Op<name=MapDataset> This may be expected",
+]
+# What must get through: real errors behind the same prefixes, Ray's own messages, the trials'
+# output, a noise line Ray deduplicated (its text goes on), and the noise's words not at a line's start.
+RAY_KEPT = [
+    "(adam-lr0.01-u8-d0.1 pid=23560) E0000 00:00:1795837543.840226   23560 cuda_platform.cc:52] failed call to cuInit: "
+    "CUDA_ERROR_NO_DEVICE (100)",
+    "\x1b[36m(sgd-lr0.01-u8-d0.1 pid=7, ip=10.0.0.2)\x1b[0m W0000 00:00:1795826892.039200    7 bfc_allocator.cc:1] "
+    "Allocator ran out of memory",
+    "(adam-lr0.01-u8-d0.1 pid=23560) 2/2 - 1s - 590ms/step - accuracy: 0.3750 - loss: 0.6932 - val_accuracy: 0.5000",
+    "\x1b[33m(raylet)\x1b[0m A worker died or was killed while executing a task by an unexpected system error.",
+    "(autoscaler +2s) Warning: The following resource request cannot be scheduled right now: {'CPU': 4.0}",
+    "(pid=23559) WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\x1b[32m "
+    "[repeated 3x across cluster]\x1b[0m",
+    "(pid=23559) Traceback (most recent call last):",
+    "worker said: (pid=23559) I0000 00:00:1795837538.350000   23559 cudart_stub.cc:31] Could not find cuda drivers on "
+    "your machine",
+]
+
+
+def test_tensorflow_noise_from_ray_workers_is_filtered_and_the_rest_kept():
+    noise = [prefix + line for prefix in RAY_PREFIXES for line in TF_NOISE_LINES]
+    lines = noise[::2] + RAY_KEPT + noise[1::2]
+    script = (f"import os, console\nwith console.tensorflow_noise_filtered():\n"
+              f"    os.write(2, {chr(10).join(lines).encode()!r} + b'\\n')\n")
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    run = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert run.returncode == 0 and run.stderr.splitlines() == RAY_KEPT
+
+
+def test_ray_shows_every_worker_line_uncoloured_into_a_file_unless_the_user_says_otherwise(monkeypatch):
+    for terminal, user, expected in [
+        (True, {}, {"RAY_DEDUP_LOGS": "0"}),
+        (False, {}, {"RAY_DEDUP_LOGS": "0", "RAY_COLOR_PREFIX": "0"}),
+        (False, {"RAY_DEDUP_LOGS": "1", "RAY_COLOR_PREFIX": "1"}, {"RAY_DEDUP_LOGS": "1", "RAY_COLOR_PREFIX": "1"}),
+    ]:
+        monkeypatch.setattr(os, "environ", dict(user))
+        console.ray_worker_output(terminal)
+        assert os.environ == expected

@@ -7,22 +7,28 @@ that two trials run at once, one on each node.
 import datetime
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import keras
+import numpy as np
 import pytest
-from conftest import trial_outcome
+from conftest import metric, trial_outcome
 from test_resume import wait_for_file
 from test_train import FAST, read_results, trial_record
 
 import experiment
+import hparams as H
 import train
 import trial
 
 ray = pytest.importorskip("ray")
 from ray.cluster_utils import Cluster  # noqa: E402 - only once Ray is known to be installed
+
+import parallel  # noqa: E402 - imports Ray
 
 ROOT = Path(__file__).resolve().parent.parent
 FOUR = ["--grid", "num_units=8,16", "--grid", "dropout=0.1", "--grid", "optimizer=adam,sgd", "--grid", "learning_rate=0.01"]
@@ -147,3 +153,83 @@ def test_without_ray_flags_ray_is_never_imported(dataset, tmp_path):
     out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr
     assert out.stdout.rstrip().endswith("ray not imported")
+
+
+def test_halving_on_ray_decides_and_trains_exactly_as_the_local_loop(cluster, dataset, tmp_path, tensorboard,
+                                                                      monkeypatch, capsys):
+    args = ["--data", str(dataset), *FAST, *FOUR, "--epochs", "3", "--search", "halving", "--min-epochs", "1",
+            "--halving-rate", "2", "--deterministic"]
+    logdir, local = tmp_path / "ray", tmp_path / "local"
+    # Each round's records as the driver holds them when it decides the rung (trial.json keeps only
+    # a trial's last rung: its start and end times, the worker that ran it).
+    rounds, record_decisions = [], train.record_decisions
+    monkeypatch.setattr(train, "record_decisions",
+                        lambda searcher, trials, records, *rest: rounds.append(dict(records))
+                        or record_decisions(searcher, trials, records, *rest))
+    assert train.main(["--ray", "--logdir", str(logdir), *args]) == 0
+    monkeypatch.undo()
+    out = capsys.readouterr().out
+    assert [line for line in out.splitlines() if line.startswith("Running ")] == [
+        f"Running {n} trial(s) on Ray, to epoch {e}: each takes 1 CPU(s) and 0 GPU(s)." for n, e in [(4, 1), (2, 2), (1, 3)]]
+    assert train.main(["--logdir", str(local), *args]) == 0
+
+    # The same rungs, decided the same way.
+    decisions = json.loads((logdir / experiment.DECISIONS_FILE).read_text())
+    assert decisions == json.loads((local / experiment.DECISIONS_FILE).read_text())
+    assert [(d["epochs"], len(d["trained"]), len(d["promoted"])) for d in decisions] == [(1, 4, 2), (2, 2, 1), (3, 1, 0)]
+    (winner,) = decisions[-1]["trained"]
+    epochs = {name: max(d["epochs"] for d in decisions if name in d["trained"]) for name in decisions[0]["trained"]}
+
+    # The same ranking, and every trial bit-identical to the local loop's: metrics, history, curves,
+    # each epoch's point logged once (the continued trials' curves go on where they stopped).
+    rows, local_rows = read_results(logdir), read_results(local)
+    assert [r["run"] for r in rows] == [r["run"] for r in local_rows] and rows[0]["run"] == winner
+    for row, local_row in zip(rows, local_rows):
+        del row[H.METRIC_WALL_TIME], local_row[H.METRIC_WALL_TIME]
+        assert row == local_row
+    for name, trained in epochs.items():
+        assert trial_outcome(logdir / name) == trial_outcome(local / name), name
+        curves = trial.read_curves(logdir / name)
+        assert len(curves) == 4 and all([step for step, _ in points] == list(range(trained)) for points in curves.values())
+        record = trial_record(logdir, name)
+        assert (record["status"], record["epochs"]) == ("success", trained)
+        assert record["attempts"] == sum(name in d["trained"] for d in decisions)  # one attempt per rung, none lost
+
+    # Each rung's trials ran side by side: overlapping in time, or on both nodes.
+    nodes = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
+    for decision, records in zip(decisions, rounds):
+        if len(decision["trained"]) > 1:
+            ran = [records[name] for name in decision["trained"]]
+            spans = sorted(interval(r) for r in ran)
+            overlapped = any(later[0] < earlier[1] for earlier, later in zip(spans, spans[1:]))
+            assert overlapped or {r["worker"]["node_id"] for r in ran} == nodes, (decision["epochs"], spans)
+
+    # best_model.keras is the fully trained winner's model: the local loop's, weight for weight.
+    assert json.loads((logdir / parallel.BEST_FILE).read_text())["name"] == winner
+    ray_weights, local_weights = (keras.models.load_model(d / experiment.BEST_MODEL_FILE).get_weights()
+                                  for d in (logdir, local))
+    assert len(ray_weights) == len(local_weights) and all(map(np.array_equal, ray_weights, local_weights))
+
+    # The dashboard: one session per trial, SUCCESS, with how many epochs it trained.
+    groups = tensorboard(logdir).wait_for(4)
+    assert len(groups) == 4 and all(len(g["sessions"]) == 1 for g in groups)
+    assert {g["name"]: (g["sessions"][0]["status"], metric(g["metricValues"], H.METRIC_EPOCHS)) for g in groups} == {
+        name: ("STATUS_SUCCESS", trained) for name, trained in epochs.items()}
+
+
+def test_a_ray_run_shows_each_trials_epochs_by_name_and_no_tensorflow_noise(cluster, dataset, tmp_path):
+    # The driver as a user starts it, its output into pipes (as into a log file).
+    argv = ["--ray-address", cluster.address, "--data", str(dataset), "--logdir", str(tmp_path / "logs"),
+            *[a for a in FAST if a != "--quiet"], "--epochs", "1", *TWO]
+    # Without the Ray settings an earlier test's train.main left in this process's environment.
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_DEDUP_LOGS", "RAY_COLOR_PREFIX")}
+    run = subprocess.run([sys.executable, str(ROOT / "train.py"), *argv], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert run.returncode == 0, run.stdout + run.stderr
+    # Every trial's epoch line, behind its trial's name: Ray's deduplication would have shown one
+    # of them as "[repeated 2x across cluster]". No colour codes into a pipe.
+    for name in ("adam-lr0.01-u8-d0.1", "sgd-lr0.01-u8-d0.1"):
+        assert re.search(rf"^\({re.escape(name)} pid=\d+\) 2/2 - .* val_accuracy: ", run.stdout, re.M), run.stdout
+    assert "repeated" not in run.stdout + run.stderr and "\x1b" not in run.stdout + run.stderr
+    # The workers' TensorFlow start-up lines (absl, no CUDA driver on a machine without a GPU) are filtered.
+    assert not re.search(r"absl::InitializeLog|cudart_stub|cuInit: INTERNAL", run.stderr), run.stderr
