@@ -5,6 +5,7 @@ Light on purpose (no TensorFlow, no NumPy): data_split.py and train.py's --help 
 """
 
 import contextlib
+import logging
 import os
 import subprocess
 import sys
@@ -38,8 +39,17 @@ for line in sys.stdin.buffer:
 
 def quiet_tensorflow():
     """Hide TensorFlow's C++ INFO and WARNING lines unless the user chose a level (call before
-    TensorFlow is imported: it reads the variable once)."""
+    TensorFlow is imported: it reads the variable once), and its Python notice about retracing."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    logging.getLogger("tensorflow").addFilter(_not_retracing)
+
+
+def _not_retracing(record):
+    """False for TensorFlow's "N out of the last M calls to <function ...> triggered tf.function
+    retracing" warning (a paragraph, printed twice). Every trial builds its own model, so every trial
+    traces its own training function once; with few steps per epoch (tiny test data, a halving
+    rung's continuation) those traces are most of the calls and TensorFlow takes them for a bug."""
+    return "triggered tf.function retracing" not in record.getMessage()
 
 
 def ray_worker_output(terminal):

@@ -3,6 +3,7 @@ terminal), and TensorFlow's noise kept out, also as Ray passes it on from its wo
 
 import functools
 import io
+import logging
 import os
 import re
 import subprocess
@@ -119,3 +120,20 @@ def test_ray_shows_every_worker_line_uncoloured_into_a_file_unless_the_user_says
         monkeypatch.setattr(os, "environ", dict(user))
         console.ray_worker_output(terminal)
         assert os.environ == expected
+
+
+def test_tensorflows_retracing_notice_is_hidden_and_its_other_warnings_kept(monkeypatch):
+    logger = logging.getLogger("tensorflow")
+    monkeypatch.setattr(logger, "filters", list(logger.filters))
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger.addHandler(handler)
+    try:
+        console.quiet_tensorflow()
+        logger.warning("5 out of the last 7 calls to <function f at 0x1> triggered tf.function retracing. Tracing is "
+                       "expensive and ...")
+        logger.warning("Compiled the loaded model, but the compiled metrics have yet to be built.")
+    finally:
+        logger.removeHandler(handler)
+    assert [r.getMessage() for r in records] == ["Compiled the loaded model, but the compiled metrics have yet to be built."]
