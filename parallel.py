@@ -28,6 +28,7 @@ from pathlib import Path
 import ray
 
 import experiment
+import imagecache
 import pipeline
 import search
 import trial
@@ -60,27 +61,24 @@ def connected(address=None):
             ray.shutdown()
 
 
-def share_data(data_dir, image_size):
-    """Decode the images once, here, into Ray's object store; returns ([ref], training image count).
-
-    Every worker process on a machine then reads the same shared-memory copy (zero-copy NumPy
-    arrays; Ray moves it once to each other machine) instead of decoding the images again. The
-    ref travels inside a list so that Ray hands the task the ref, not the arrays (see worker_data).
-    """
-    train_arrays, val_arrays = pipeline.load_data(data_dir, image_size, as_arrays=True)
-    return [ray.put((train_arrays, val_arrays))], len(train_arrays[1])
+_worker_data = {}  # {what was asked: (train, validation) ImageSets}: one per worker process, reused by its next trial
 
 
-_worker_data = {}  # {ref: (train, validation) ImageSets}: one per worker process, reused by its next trial
-
-
-def worker_data(ref):
-    """The (train, validation) ImageSets of the shared arrays, built once per worker process."""
-    if ref.hex() not in _worker_data:
+def worker_data(settings, cache_dir, use_cache):
+    """The (train, validation) ImageSets, loaded once per worker process from this machine's decode
+    cache (imagecache.py): the first process of a machine decodes them into it, the others wait
+    for it and map the files. cache_dir None: this machine's default cache folder."""
+    wanted = (settings.data, settings.data_fingerprint, settings.image_size, cache_dir, use_cache)
+    if wanted not in _worker_data:
         _worker_data.clear()
-        train_arrays, val_arrays = ray.get(ref)
-        _worker_data[ref.hex()] = pipeline.ImageSet(*train_arrays), pipeline.ImageSet(*val_arrays)
-    return _worker_data[ref.hex()]
+        data_dir = Path(settings.data)
+        # Every machine reads --data at the driver's path: refuse to train on other images there.
+        if pipeline.data_fingerprint(data_dir) != settings.data_fingerprint:
+            raise RuntimeError(f"the images in {data_dir} on {socket.gethostname()} are not the driver's: every "
+                               f"machine needs the same --data folder at the same path")
+        _worker_data[wanted] = pipeline.load_data(data_dir, settings.image_size,
+                                                  imagecache.location(cache_dir, use_cache))
+    return _worker_data[wanted]
 
 
 def keep_if_best(logdir, names, settings):
@@ -107,8 +105,9 @@ def keep_if_best(logdir, names, settings):
     return keep
 
 
-def run_task(task, settings, logdir, names, verbose, backup_minutes, data, hooks):
-    """One trial, in a Ray worker process: trial.run in the trial's run folder; returns its record."""
+def run_task(task, settings, logdir, names, verbose, backup_minutes, cache, hooks):
+    """One trial, in a Ray worker process: trial.run in the trial's run folder; returns its record.
+    cache: (--cache-dir or None, whether to use a cache at all)."""
     import tensorflow as tf
 
     # Before this process's TensorFlow touches a GPU: take memory as needed, not the whole card,
@@ -129,7 +128,7 @@ def run_task(task, settings, logdir, names, verbose, backup_minutes, data, hooks
     if earlier.get("attempts", 0) >= int(hooks.get(KILL_ATTEMPTS_ENV, 1 << 30)):
         os.environ.pop(trial.KILL_AT_ENV, None)
     trial._reached.clear()  # hook counts are per trial, also in a reused worker process
-    record = trial.run(task.values, settings, worker_data(data[0]), run_dir, task.epochs, verbose,
+    record = trial.run(task.values, settings, worker_data(settings, *cache), run_dir, task.epochs, verbose,
                        keep_if_best(Path(logdir), names, settings), backup_minutes)
     # Where it ran: a trial's record says which machine and process trained it.
     record["worker"] = {"node_id": ray.get_runtime_context().get_node_id(), "host": socket.gethostname(),
@@ -154,9 +153,10 @@ def seconds_between(record):
         return 0.0
 
 
-def run_trials(searcher, trials, settings, hparams, logdir, data, verbose, backup_minutes, resources, report):
+def run_trials(searcher, trials, settings, hparams, logdir, cache, verbose, backup_minutes, resources, report):
     """The local loop's job (train.run_trials) with each round's trials run as concurrent Ray tasks.
 
+    cache: (--cache-dir or None, whether to use a cache), for the workers' worker_data.
     resources: the Ray options of one trial (num_cpus, num_gpus, max_retries). report: train.py's
     console helpers (reuse_records, outcome_line, record_decisions), so that both runners print
     the same lines.
@@ -178,7 +178,7 @@ def run_trials(searcher, trials, settings, hparams, logdir, data, verbose, backu
               f"each takes {resources['num_cpus']:g} CPU(s) and {resources['num_gpus']:g} GPU(s).", flush=True)
         # Each task named after its trial: Ray shows each line of the trial's output behind "(NAME pid=N)".
         pending = {remote.options(**resources, retry_exceptions=False, name=task.name).remote(
-                       task, settings, str(logdir), names, verbose, backup_minutes, data, hooks): task
+                       task, settings, str(logdir), names, verbose, backup_minutes, cache, hooks): task
                    for task in tasks}
         try:
             for k in range(1, len(tasks) + 1):

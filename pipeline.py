@@ -16,12 +16,15 @@ model's first layer (`RandomAffine`), written so that XLA can compile it with th
 
 import hashlib
 import math
+import time
+from pathlib import Path
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 import console
+import imagecache
 from common import CLASS_DIRS, IMAGE_SUFFIXES, MANIFEST, SPLITS, UsageError
 
 # The tutorial's ImageDataGenerator(rotation_range=45, width_shift_range=.15,
@@ -78,26 +81,10 @@ def data_fingerprint(data_dir):
     return digest.hexdigest()
 
 
-def load_data(data_dir, image_size, as_arrays=False):
-    """Decode both splits once, into (train, validation) ImageSets that every trial reuses
-    (as_arrays: (images, labels) NumPy pairs instead, for other processes to build them from)."""
-    sets = []
-    for split in SPLITS:
-        try:
-            sets.append(load_split(data_dir / split, image_size, as_arrays=as_arrays))
-        except tf.errors.InvalidArgumentError as e:
-            raise UsageError(
-                f"an image under {data_dir / split} cannot be decoded ({e.message.splitlines()[0]}): "
-                f"rebuild the folder with data_split.py, which checks every image"
-            ) from None
-    return tuple(sets)
-
-
-def load_split(directory, image_size, batch_size=256, progress=None, as_arrays=False):
-    """Decode and resize every image under `directory/{cats,dogs}` once, into an ImageSet (as_arrays:
-    its (images, labels) NumPy arrays); a progress line (console.Progress, whose arguments
-    `progress` may change) if it takes long."""
-    ds = keras.utils.image_dataset_from_directory(
+def image_files(directory, image_size, batch_size=256):
+    """Keras' dataset of the images under `directory`/{cats,dogs}, not decoded yet: its
+    `file_paths` list them in the order they decode (the count a driver needs, the cache key's files)."""
+    return keras.utils.image_dataset_from_directory(
         directory,
         labels="inferred",
         label_mode="int",
@@ -108,17 +95,95 @@ def load_split(directory, image_size, batch_size=256, progress=None, as_arrays=F
         shuffle=False,
         verbose=False,
     )
-    images, labels = [], []
+
+
+def decoded_batches(directory, dataset, progress=None):
+    """Decode and resize the images of `dataset` (image_files(directory, ...)) batch by batch:
+    yields (start, uint8 images, int32 labels), so that the whole set is never held twice; a
+    progress line (console.Progress, whose arguments `progress` may change) if it takes long."""
     # The full download takes a minute or more on a CPU: say how far it is.
-    with console.Progress(f"decoding {directory.name}/", len(ds.file_paths), **(progress or {})) as line:
-        for x, y in ds:
-            images.append(tf.cast(tf.round(x), tf.uint8).numpy())
-            labels.append(y.numpy())
-            line.update(sum(map(len, labels)))
-    if not images:
-        raise ValueError(f"no images in {directory}")
-    arrays = np.concatenate(images), np.concatenate(labels).astype(np.int32)
-    return arrays if as_arrays else ImageSet(*arrays)
+    with console.Progress(f"decoding {directory.name}/", len(dataset.file_paths), **(progress or {})) as line:
+        start = 0
+        try:
+            for x, y in dataset:
+                yield start, tf.cast(tf.round(x), tf.uint8).numpy(), y.numpy().astype(np.int32)
+                start += len(y)
+                line.update(start)
+        except tf.errors.InvalidArgumentError as e:
+            raise UsageError(
+                f"an image under {directory} cannot be decoded ({e.message.splitlines()[0]}): "
+                f"rebuild the folder with data_split.py, which checks every image"
+            ) from None
+
+
+def decode_in_memory(directory, dataset, image_size, progress=None):
+    """(images, labels) NumPy arrays of `dataset`'s images, filled batch by batch."""
+    n = len(dataset.file_paths)
+    images, labels = np.empty((n, image_size, image_size, 3), np.uint8), np.empty(n, np.int32)
+    for start, x, y in decoded_batches(directory, dataset, progress):
+        images[start:start + len(y)], labels[start:start + len(y)] = x, y
+    return images, labels
+
+
+def decode_to_cache(data_dir, datasets, image_size, folder):
+    """Write each split's images and labels into `folder` as .npy files, batch by batch (imagecache.Writer)."""
+    for split, dataset in datasets.items():
+        n = len(dataset.file_paths)
+        labels = np.empty(n, np.int32)
+        with imagecache.Writer(folder / f"{split}-images.npy", (n, image_size, image_size, 3), np.uint8) as images:
+            for start, x, y in decoded_batches(data_dir / split, dataset):
+                images.write(x)
+                labels[start:start + len(y)] = y
+        with imagecache.Writer(folder / f"{split}-labels.npy", (n,), np.int32) as out:
+            out.write(labels)
+
+
+def image_count(directory):
+    """How many images Keras finds under `directory`/{cats,dogs} (nothing is decoded)."""
+    return len(image_files(directory, 1).file_paths)
+
+
+def load_data(data_dir, image_size, cache_dir=None):
+    """Both splits as (train, validation) ImageSets that every trial of this process reuses, from
+    the decode cache in `cache_dir` (imagecache.py: decoded there first if missing), or decoded
+    in memory (cache_dir None, or a cache that cannot be written). Prints one line saying which."""
+    start = time.monotonic()
+    datasets = {split: image_files(data_dir / split, image_size) for split in SPLITS}
+    counts = {split: len(ds.file_paths) for split, ds in datasets.items()}
+    arrays, where = load_arrays(data_dir, image_size, cache_dir, datasets, counts)
+    sets = tuple(ImageSet(*arrays[split]) for split in SPLITS)  # copied out of the map: see ImageSet
+    print(f"Images: {counts['train']} training and {counts['validation']} validation at {image_size}x{image_size}, "
+          f"{where} ({time.monotonic() - start:.1f} s).", flush=True)
+    return sets
+
+
+def load_arrays(data_dir, image_size, cache_dir, datasets, counts):
+    """({split: (images, labels)}, where they came from in words) for load_data."""
+    def in_memory():
+        return {split: decode_in_memory(data_dir / split, ds, image_size) for split, ds in datasets.items()}
+
+    if cache_dir is None:
+        return in_memory(), "decoded in memory (no cache)"
+    fingerprint = data_fingerprint(data_dir)
+    decoder = {"tensorflow": tf.__version__, "keras": keras.__version__, "interpolation": "bilinear"}
+    name = imagecache.key(fingerprint, image_size, {s: ds.file_paths for s, ds in datasets.items()}, decoder)
+    about = {"data": str(data_dir.resolve()), "data_fingerprint": fingerprint, "decoder": decoder}
+    try:
+        arrays, decoded = imagecache.load(Path(cache_dir), name, counts, image_size,
+                                          lambda folder: decode_to_cache(data_dir, datasets, image_size, folder), about)
+    except OSError as e:  # read-only, disk full, not a folder: train anyway, from memory
+        return in_memory(), f"decoded in memory: the decode cache in {cache_dir} cannot be written ({e.strerror or e})"
+    folder = Path(cache_dir) / name
+    size = imagecache.size_of(folder)
+    size = f"{size / 1e9:.2f} GB" if size >= 1e9 else f"{size / 1e6:.1f} MB"
+    if decoded:
+        return arrays, f"decoded into the decode cache {folder} ({size}): later runs on this machine read them from there"
+    return arrays, f"read from the decode cache {folder} ({size}), not decoded"
+
+
+def load_split(directory, image_size, batch_size=256, progress=None):
+    """Decode and resize every image under `directory`/{cats,dogs} once, into an ImageSet (in memory, no cache)."""
+    return ImageSet(*decode_in_memory(directory, image_files(directory, image_size, batch_size), image_size, progress))
 
 
 def augment_params(seed, batch, height, width):

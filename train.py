@@ -89,9 +89,16 @@ def parse_args(argv):
                              "1/--halving-rate go on, rung by rung, to --epochs (default: %(default)s)")
     parser.add_argument("--min-epochs", type=int, default=1, help="halving: the first rung's epochs (default: %(default)s)")
     parser.add_argument("--halving-rate", type=int, default=3, help="halving: keep the best 1/RATE at each rung, at least 2 (default: %(default)s)")
+    parser.add_argument("--cache-dir", type=Path, help="where this machine keeps the decoded images, so that a rerun, "
+                        "and every trial process, reads them instead of decoding again (default: "
+                        "$XDG_CACHE_HOME/hparam-sweep/decoded, or ~/.cache/hparam-sweep/decoded)")
+    parser.add_argument("--no-cache", action="store_true", help="decode the images in memory in every run (and, with "
+                        "--ray, in every trial process); nothing is written to the cache")
     add_ray_flags(parser)
     args = parser.parse_args(argv)
     args.ray = args.ray or args.ray_address is not None
+    if args.no_cache and args.cache_dir:
+        parser.error("--no-cache and --cache-dir contradict each other: pick one")
     if args.trials_per_gpu < 1 or args.cpus_per_trial <= 0 or args.max_retries < 0:
         parser.error("--trials-per-gpu must be 1 or more, --cpus-per-trial more than 0, --max-retries 0 or more")
     if args.halving_rate < 2:
@@ -308,6 +315,7 @@ def _main(args):
     import demo
     import experiment
     import hparams as H
+    import imagecache
     import pipeline
     import trial
 
@@ -329,12 +337,10 @@ def _main(args):
             import tensorflow as tf
 
             tf.config.experimental.enable_op_determinism()
-        t0 = time.monotonic()
-        data = pipeline.load_data(args.data, args.image_size)
+        data = pipeline.load_data(args.data, args.image_size, imagecache.location(args.cache_dir, not args.no_cache))
         settings = make_settings(args, len(data[0]))
-        print(f"Decoded {len(data[0])} training and {len(data[1])} validation images at "
-              f"{args.image_size}x{args.image_size} in {time.monotonic() - t0:.1f} s (once for all {len(trials)} trials). "
-              f"Training on {', '.join(gpus) or 'the CPU (TensorFlow sees no GPU)'}: XLA {'on' if settings.xla else 'off'}, "
+        print(f"{len(trials)} trial(s) on these images, "
+              f"on {', '.join(gpus) or 'the CPU (TensorFlow sees no GPU)'}: XLA {'on' if settings.xla else 'off'}, "
               f"mixed precision {'on' if settings.mixed_precision else 'off'}, "
               f"augmentation {'in the model' if settings.augment_in_model else 'in the input pipeline'}.")
         searcher = make_search(args)
@@ -372,22 +378,26 @@ def run_on_ray(args, trials, hparams):
     import tensorflow as tf
 
     import experiment
+    import imagecache
+    import pipeline
 
-    # The driver trains nothing: keep its TensorFlow (the decode) off the GPUs the trials share.
+    # The driver trains nothing: keep its TensorFlow off the GPUs the trials share.
     with contextlib.suppress(RuntimeError):  # this process's TensorFlow has started already (tests)
         tf.config.set_visible_devices([], "GPU")
     with parallel.connected(args.ray_address) as cluster:
         resolve_device_flags(args, cluster.get("GPU", 0))
         resources = parallel.trial_resources(cluster, args.cpus_per_trial, args.trials_per_gpu, args.max_retries)
-        t0 = time.monotonic()
-        data, train_images = parallel.share_data(args.data, args.image_size)
-        settings = make_settings(args, train_images)
-        print(f"Decoded the images at {args.image_size}x{args.image_size} in {time.monotonic() - t0:.1f} s, once, into "
-              f"Ray's object store. Ray: {cluster.get('CPU', 0):g} CPUs, {cluster.get('GPU', 0):g} GPUs on "
+        # The driver decodes nothing: each machine's trial processes take the images from its decode cache.
+        settings = make_settings(args, pipeline.image_count(args.data / "train"))
+        cache = imagecache.location(args.cache_dir, not args.no_cache)
+        print(f"Ray: {cluster.get('CPU', 0):g} CPUs, {cluster.get('GPU', 0):g} GPUs on "
               f"{sum(n['Alive'] for n in parallel.ray.nodes())} node(s): XLA {'on' if settings.xla else 'off'}, "
-              f"mixed precision {'on' if settings.mixed_precision else 'off'}.")
+              f"mixed precision {'on' if settings.mixed_precision else 'off'}. "
+              + (f"Each machine decodes the images once, into its own decode cache ({cache} here)." if cache else
+                 "--no-cache: each trial process decodes the images itself."), flush=True)
         searcher = make_search(args)
         experiment.prepare(args.logdir, settings, hparams, searcher.describe())
+        data = (str(args.cache_dir) if args.cache_dir else None, not args.no_cache)
         records = parallel.run_trials(searcher, trials, settings, hparams, args.logdir, data,
                                       0 if args.quiet else 2, args.backup_minutes, resources, sys.modules[__name__])
     return finish(args, records)

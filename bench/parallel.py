@@ -6,7 +6,8 @@
 The same small grid (4 trials by default) runs through the real command line, each run in its own
 process and fresh logdir: the local loop, then --ray at 1 trial at a time (--cpus-per-trial = all
 cores) and at 2 (half each); with --gpus, --ray at 1, 2 and 4 trials per GPU instead. Ray's
-start-up counts: it is part of what a user waits for. The JSON holds every figure, the machine,
+start-up counts: it is part of what a user waits for. Each run gets its own empty --cache-dir, so
+every runner decodes the images once (the local loop in its process, --ray in a worker). The JSON holds every figure, the machine,
 and the headline number:
   ray_overhead  (wall time of --ray at 1 trial at a time - local loop's) / local loop's (floor: <= 0.10)
 """
@@ -35,7 +36,8 @@ PEAK = ("import resource, runpy, sys\nsys.argv = sys.argv[1:]\ntry:\n    runpy.r
 def run(label, flags, common, logdir):
     """One train.py run in a fresh process: its wall time, the driver's peak RSS, each trial process's RSS."""
     start = time.monotonic()
-    done = subprocess.run([sys.executable, "-c", PEAK, str(ROOT / "train.py"), "--logdir", str(logdir), *common, *flags],
+    command = ["--logdir", str(logdir), "--cache-dir", str(logdir.with_name(logdir.name + "-cache")), *common, *flags]
+    done = subprocess.run([sys.executable, "-c", PEAK, str(ROOT / "train.py"), *command],
                           cwd=ROOT, capture_output=True, text=True, env={**os.environ, "RAY_memory_monitor_refresh_ms": "0"})
     wall = time.monotonic() - start
     if done.returncode:

@@ -21,6 +21,15 @@ import pytest
 from PIL import Image
 
 
+@pytest.fixture(autouse=True, scope="session")
+def decode_cache_in_tmp(tmp_path_factory):
+    """No test writes into the real ~/.cache: the default decode cache ($XDG_CACHE_HOME/...) is a
+    temporary folder, for this process and every process it starts (train.py, Ray workers)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))
+        yield
+
+
 def write_dataset(root, per_class=(12, 4), size=24, seed=0):
     """DEST/{train,validation}/{cats,dogs}/*.png: cats bright on the left half, dogs on the right,
     so that a few steps of training already separate them."""

@@ -22,6 +22,8 @@ from test_train import FAST, read_results, trial_record
 
 import experiment
 import hparams as H
+import imagecache
+import pipeline
 import train
 import trial
 
@@ -54,9 +56,11 @@ def interval(record):
     return tuple(datetime.datetime.fromisoformat(record[k]).timestamp() for k in ("started", "finished"))
 
 
-def test_grid_runs_trials_concurrently_on_both_nodes(cluster, dataset, tmp_path, tensorboard, capsys):
-    logdir = tmp_path / "logs"
-    assert train.main(["--ray", "--data", str(dataset), "--logdir", str(logdir), *FAST, *FOUR]) == 0
+def test_grid_runs_trials_concurrently_on_both_nodes(cluster, dataset, tmp_path, tensorboard, monkeypatch, capsys):
+    logdir, cache = tmp_path / "logs", tmp_path / "cache"
+    # The driver decodes nothing: the workers take the images from their machine's decode cache.
+    monkeypatch.setattr(pipeline, "decoded_batches", lambda *a: pytest.fail("the driver decoded the images"))
+    assert train.main(["--ray", "--data", str(dataset), "--logdir", str(logdir), "--cache-dir", str(cache), *FAST, *FOUR]) == 0
     out = capsys.readouterr().out
     assert "Running 4 trial(s) on Ray" in out and out.count(" -> accuracy ") == 4
     # A trial needing more CPUs than any one node has could never start: refused at once.
@@ -70,6 +74,9 @@ def test_grid_runs_trials_concurrently_on_both_nodes(cluster, dataset, tmp_path,
     assert any(later[0] < earlier[1] for earlier, later in zip(spans, spans[1:])), spans
     # Trials ran on both nodes.
     assert {r["worker"]["node_id"] for r in records} == {n["NodeID"] for n in ray.nodes() if n["Alive"]}
+    # Both nodes are this machine: one worker decoded the images into its cache, the other mapped them.
+    [key] = cache.glob(f"*/{imagecache.KEY_FILE}")
+    assert json.loads(key.read_text())["built_by"]["pid"] in {r["worker"]["pid"] for r in records}
     # best_model.keras came from results.csv's rank 1 (written once, by the trial that was best).
     assert json.loads((logdir / ".best.json").read_text())["name"] == records[0]["name"]
     assert (logdir / experiment.BEST_MODEL_FILE).exists()

@@ -42,8 +42,9 @@ def trial_record(logdir, name):
 
 def test_grid_shows_up_in_the_hparams_dashboard(dataset, tmp_path, tensorboard, monkeypatch, capsys):
     decoded = []
-    load_split = pipeline.load_split
-    monkeypatch.setattr(pipeline, "load_split", lambda *a, **k: decoded.append(load_split(*a, **k)) or decoded[-1])
+    decoded_batches = pipeline.decoded_batches
+    monkeypatch.setattr(pipeline, "decoded_batches",
+                        lambda directory, ds, *a: decoded.append(ds.file_paths) or decoded_batches(directory, ds, *a))
     logdir = tmp_path / "logs"
     registered = len(trial.gradient_registry())
 
