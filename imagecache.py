@@ -50,7 +50,11 @@ def key(fingerprint, image_size, files, decoder):
     data_split.py's manifest sees only names and sizes (an edited image must miss). decoder: the
     versions whose decode and resize make the pixels.
     """
-    stats = {split: [(str(p), s.st_size, s.st_mtime_ns) for p in paths for s in [os.stat(p)]] for split, paths in files.items()}
+    def stat(path):
+        st = os.stat(path)
+        return str(path), st.st_size, st.st_mtime_ns
+
+    stats = {split: [stat(p) for p in paths] for split, paths in files.items()}
     text = json.dumps({"format": FORMAT, "fingerprint": fingerprint, "image_size": image_size, "decoder": decoder,
                        "files": stats}, sort_keys=True)
     return f"{image_size}px-{hashlib.sha256(text.encode()).hexdigest()[:32]}"

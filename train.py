@@ -339,8 +339,7 @@ def _main(args):
             tf.config.experimental.enable_op_determinism()
         data = pipeline.load_data(args.data, args.image_size, imagecache.location(args.cache_dir, not args.no_cache))
         settings = make_settings(args, len(data[0]))
-        print(f"{len(trials)} trial(s) on these images, "
-              f"on {', '.join(gpus) or 'the CPU (TensorFlow sees no GPU)'}: XLA {'on' if settings.xla else 'off'}, "
+        print(f"Training on {', '.join(gpus) or 'the CPU (TensorFlow sees no GPU)'}: XLA {'on' if settings.xla else 'off'}, "
               f"mixed precision {'on' if settings.mixed_precision else 'off'}, "
               f"augmentation {'in the model' if settings.augment_in_model else 'in the input pipeline'}.")
         searcher = make_search(args)
