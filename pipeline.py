@@ -1,9 +1,10 @@
 """Input pipeline: decode every image once, then feed all trials from memory.
 
 The tutorial's ImageDataGenerator decoded and warped every JPEG again in every epoch of every
-trial (36 trials x 5 epochs = 180 decodes per image). Here `load_split` decodes a split once with
-`keras.utils.image_dataset_from_directory` into a uint8 array (150x150x3 = 67.5 KB an image:
-25,000 images take about 1.7 GB), and `train_dataset` / `validation_dataset` serve batches from it.
+trial (36 trials x 5 epochs = 180 decodes per image). Here `load_data` decodes both splits once per
+machine with `keras.utils.image_dataset_from_directory` into uint8 arrays (150x150x3 = 67.5 KB an
+image: 25,000 images take about 1.7 GB) kept in the decode cache (imagecache.py), and
+`train_dataset` / `validation_dataset` serve batches from them.
 
 Augmentation follows the tutorial's ImageDataGenerator settings (rotation up to 45 degrees,
 width/height shift 0.15, zoom 0.3, horizontal flip, bilinear sampling, nearest fill) but costs one

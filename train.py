@@ -396,8 +396,9 @@ def run_on_ray(args, trials, hparams):
                  "--no-cache: each trial process decodes the images itself."), flush=True)
         searcher = make_search(args)
         experiment.prepare(args.logdir, settings, hparams, searcher.describe())
-        data = (str(args.cache_dir) if args.cache_dir else None, not args.no_cache)
-        records = parallel.run_trials(searcher, trials, settings, hparams, args.logdir, data,
+        # What each worker resolves on its own machine (the default cache folder is per machine).
+        cache_request = (str(args.cache_dir) if args.cache_dir else None, not args.no_cache)
+        records = parallel.run_trials(searcher, trials, settings, hparams, args.logdir, cache_request,
                                       0 if args.quiet else 2, args.backup_minutes, resources, sys.modules[__name__])
     return finish(args, records)
 
