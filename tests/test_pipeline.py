@@ -79,3 +79,11 @@ def test_the_training_stream_resumed_at_any_step_is_the_uninterrupted_one(datase
     first_pass = np.concatenate([x for x, _ in straight[:3]])
     second_pass = np.concatenate([x for x, _ in straight[3:6]])
     assert not np.array_equal(first_pass, second_pass)
+
+
+def test_training_and_validation_streams_run_without_tf_data_autotuning(dataset):
+    """With autotuning on, model.fit stalls as it returns, for up to the autotuner's sleep (pipeline._untuned)."""
+    train_set = pipeline.load_split(dataset / "train", 24)
+    for ds in (pipeline.train_dataset(train_set, 8, seed=5), pipeline.train_dataset(train_set, 8, seed=5, augmented=False),
+               pipeline.validation_dataset(train_set, 8)):
+        assert ds.options().autotune.enabled is False
