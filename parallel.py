@@ -27,16 +27,15 @@ from pathlib import Path
 
 import ray
 
-import experiment
-import imagecache
-import pipeline
-import search
-import trial
-from common import UsageError, read_json, write_json
+from common import KILL_AT_ENV, PAUSE_AT_ENV, UsageError, read_json, write_json
+
+# The trial modules (TensorFlow, seconds to import) are imported in the functions that use them:
+# `import parallel` stays light, so that the driver starts Ray, and has Ray start the trial
+# processes' imports (warm_up), before it imports TensorFlow itself.
 
 BEST_FILE = ".best.json"  # the record best_model.keras was saved from (see keep_if_best)
 KILL_ATTEMPTS_ENV = "TRIAL_KILL_ATTEMPTS"  # test hook: TRIAL_KILL_AT acts only in a trial's first N attempts
-HOOKS = (trial.KILL_AT_ENV, trial.PAUSE_AT_ENV, KILL_ATTEMPTS_ENV)
+HOOKS = (KILL_AT_ENV, PAUSE_AT_ENV, KILL_ATTEMPTS_ENV)
 
 
 @contextmanager
@@ -61,6 +60,23 @@ def connected(address=None):
             ray.shutdown()
 
 
+def _import_trial_modules():
+    """What a fresh worker process imports before its first trial: the trial modules, TensorFlow."""
+    import experiment  # noqa: F401 - and through it trial, pipeline, imagecache, TensorFlow
+
+
+def warm_up(cluster, cpus_per_trial):
+    """Have Ray start a worker process for each trial slot of the cluster and import TensorFlow in
+    it now, while the driver imports its own: the first trials then start without that wait. Not
+    on a cluster with GPUs, where each trial gets a fresh process anyway (see run_trials)."""
+    if cluster.get("GPU", 0):
+        return
+    slots = sum(int(n["Resources"].get("CPU", 0) // cpus_per_trial) for n in ray.nodes() if n["Alive"])
+    task = ray.remote(_import_trial_modules).options(num_cpus=cpus_per_trial, name="start-up")
+    for _ in range(slots):
+        task.remote()
+
+
 _worker_data = {}  # {what was asked: (train, validation) ImageSets}: one per worker process, reused by its next trial
 
 
@@ -68,6 +84,9 @@ def worker_data(settings, cache_dir, use_cache):
     """The (train, validation) ImageSets, loaded once per worker process from this machine's decode
     cache (imagecache.py): the first process of a machine decodes them into it, the others wait
     for it and map the files. cache_dir None: this machine's default cache folder."""
+    import imagecache
+    import pipeline
+
     wanted = (settings.data, settings.data_fingerprint, settings.image_size, cache_dir, use_cache)
     if wanted not in _worker_data:
         _worker_data.clear()
@@ -88,6 +107,9 @@ def keep_if_best(logdir, names, settings):
     The trials finishing at the same moment have not written their trial.json yet when another
     one compares, so the record the current best_model.keras came from is kept beside it (BEST_FILE).
     """
+
+    import experiment
+    import search
 
     def keep(model, record):
         if record["epochs"] != settings.epochs:  # only a fully trained trial can be the best
@@ -110,6 +132,8 @@ def run_task(task, settings, logdir, names, verbose, backup_minutes, cache, hook
     cache: (--cache-dir or None, whether to use a cache at all)."""
     import tensorflow as tf
 
+    import trial
+
     # Before this process's TensorFlow touches a GPU: take memory as needed, not the whole card,
     # so that --trials-per-gpu trials fit on one.
     for gpu in tf.config.list_physical_devices("GPU"):
@@ -126,13 +150,14 @@ def run_task(task, settings, logdir, names, verbose, backup_minutes, cache, hook
         if name in hooks:
             os.environ[name] = hooks[name]
     if earlier.get("attempts", 0) >= int(hooks.get(KILL_ATTEMPTS_ENV, 1 << 30)):
-        os.environ.pop(trial.KILL_AT_ENV, None)
+        os.environ.pop(KILL_AT_ENV, None)
     trial._reached.clear()  # hook counts are per trial, also in a reused worker process
     record = trial.run(task.values, settings, worker_data(settings, *cache), run_dir, task.epochs, verbose,
                        keep_if_best(Path(logdir), names, settings), backup_minutes)
     # Where it ran: a trial's record says which machine and process trained it.
-    record["worker"] = {"node_id": ray.get_runtime_context().get_node_id(), "host": socket.gethostname(),
-                        "pid": os.getpid()}
+    context = ray.get_runtime_context()
+    record["worker"] = {"node_id": context.get_node_id(), "host": socket.gethostname(), "pid": os.getpid(),
+                        "gpus": context.get_accelerator_ids().get("GPU", [])}
     write_json(run_dir / trial.TRIAL_FILE, record)
     return record
 
@@ -162,8 +187,16 @@ def run_trials(searcher, trials, settings, hparams, logdir, cache, verbose, back
     the same lines.
     Returns the records of all trials; results.csv is written here only, by the driver.
     """
+    import experiment
+    import search
+    import trial
+
     records = report.reuse_records(logdir, trials, settings)
-    remote = ray.remote(run_task)
+    # Ray gives each GPU task its GPUs through CUDA_VISIBLE_DEVICES, but a worker process's
+    # TensorFlow keeps the GPUs it saw first: a reused worker would train its next trial on its last
+    # trial's GPU. So a GPU trial runs in a fresh process (max_calls=1, Ray's own default for a
+    # task declared with GPUs); CPU-only workers are reused, keeping their TensorFlow and images.
+    remote = ray.remote(max_calls=1 if resources["num_gpus"] else 0)(run_task)
     hooks = {name: os.environ[name] for name in HOOKS if name in os.environ}
     names = list(trials)
 

@@ -310,6 +310,12 @@ def main(argv=None):
 
 
 def _main(args):
+    # --ray: Ray starts first, and has its trial processes import TensorFlow while this one does.
+    with ray_started(args) if args.ray else contextlib.nullcontext() as cluster:
+        return _run(args, cluster)
+
+
+def _run(args, cluster):
     # Imported here, not at the top, so that --help and argument mistakes answer at once
     # instead of after TensorFlow's several-second import.
     import demo
@@ -330,7 +336,7 @@ def _main(args):
         trials = {experiment.run_folder(args.logdir, values).name: values for values in H.expand_grid(hparams)}
 
         if args.ray:
-            return run_on_ray(args, trials, hparams)
+            return run_on_ray(args, trials, hparams, cluster)
         gpus = trial.gpu_names()
         resolve_device_flags(args, gpus)
         if args.deterministic:
@@ -365,8 +371,10 @@ def finish(args, records):
     return EXIT_TRIAL_FAILED if failed else 0
 
 
-def run_on_ray(args, trials, hparams):
-    """--ray: the same search, its rounds' trials run concurrently as Ray tasks (parallel.py)."""
+@contextlib.contextmanager
+def ray_started(args):
+    """--ray: the Ray cluster joined or started, a trial process per slot already importing
+    TensorFlow (parallel.warm_up); yields the cluster's resources."""
     console.ray_worker_output(terminal=sys.stdout.isatty())
     try:
         import parallel
@@ -374,32 +382,39 @@ def run_on_ray(args, trials, hparams):
         if e.name != "ray":
             raise
         raise UsageError('--ray needs Ray: pip install -e ".[ray]"') from None
+    with parallel.connected(args.ray_address) as cluster:
+        parallel.warm_up(cluster, args.cpus_per_trial)
+        yield cluster
+
+
+def run_on_ray(args, trials, hparams, cluster):
+    """--ray: the same search, its rounds' trials run concurrently as Ray tasks (parallel.py)."""
     import tensorflow as tf
 
     import experiment
     import imagecache
+    import parallel
     import pipeline
 
     # The driver trains nothing: keep its TensorFlow off the GPUs the trials share.
     with contextlib.suppress(RuntimeError):  # this process's TensorFlow has started already (tests)
         tf.config.set_visible_devices([], "GPU")
-    with parallel.connected(args.ray_address) as cluster:
-        resolve_device_flags(args, cluster.get("GPU", 0))
-        resources = parallel.trial_resources(cluster, args.cpus_per_trial, args.trials_per_gpu, args.max_retries)
-        # The driver decodes nothing: each machine's trial processes take the images from its decode cache.
-        settings = make_settings(args, pipeline.image_count(args.data / "train"))
-        cache = imagecache.location(args.cache_dir, not args.no_cache)
-        print(f"Ray: {cluster.get('CPU', 0):g} CPUs, {cluster.get('GPU', 0):g} GPUs on "
-              f"{sum(n['Alive'] for n in parallel.ray.nodes())} node(s): XLA {'on' if settings.xla else 'off'}, "
-              f"mixed precision {'on' if settings.mixed_precision else 'off'}. "
-              + (f"Each machine decodes the images once, into its own decode cache ({cache} here)." if cache else
-                 "--no-cache: each trial process decodes the images itself."), flush=True)
-        searcher = make_search(args)
-        experiment.prepare(args.logdir, settings, hparams, searcher.describe())
-        # What each worker resolves on its own machine (the default cache folder is per machine).
-        cache_request = (str(args.cache_dir) if args.cache_dir else None, not args.no_cache)
-        records = parallel.run_trials(searcher, trials, settings, hparams, args.logdir, cache_request,
-                                      0 if args.quiet else 2, args.backup_minutes, resources, sys.modules[__name__])
+    resolve_device_flags(args, cluster.get("GPU", 0))
+    resources = parallel.trial_resources(cluster, args.cpus_per_trial, args.trials_per_gpu, args.max_retries)
+    # The driver decodes nothing: each machine's trial processes take the images from its decode cache.
+    settings = make_settings(args, pipeline.image_count(args.data / "train"))
+    cache = imagecache.location(args.cache_dir, not args.no_cache)
+    print(f"Ray: {cluster.get('CPU', 0):g} CPUs, {cluster.get('GPU', 0):g} GPUs on "
+          f"{sum(n['Alive'] for n in parallel.ray.nodes())} node(s): XLA {'on' if settings.xla else 'off'}, "
+          f"mixed precision {'on' if settings.mixed_precision else 'off'}. "
+          + (f"Each machine decodes the images once, into its own decode cache ({cache} here)." if cache else
+             "--no-cache: each trial process decodes the images itself."), flush=True)
+    searcher = make_search(args)
+    experiment.prepare(args.logdir, settings, hparams, searcher.describe())
+    # What each worker resolves on its own machine (the default cache folder is per machine).
+    cache_request = (str(args.cache_dir) if args.cache_dir else None, not args.no_cache)
+    records = parallel.run_trials(searcher, trials, settings, hparams, args.logdir, cache_request,
+                                  0 if args.quiet else 2, args.backup_minutes, resources, sys.modules[__name__])
     return finish(args, records)
 
 

@@ -39,15 +39,13 @@ from tensorboard.plugins.hparams import summary as hp_summary
 
 import hparams as H
 import pipeline
-from common import BACKUP_MINUTES, read_json, write_json
+from common import BACKUP_MINUTES, KILL_AT_ENV, PAUSE_AT_ENV, read_json, write_json
 from model import build_model
 
 TRIAL_FILE = "trial.json"
 HISTORY_FILE = "history.csv"
 BACKUP_DIR = "backup"
 CURVE_GROUPS = ("train", "validation")  # the Keras TensorBoard callback's folders
-KILL_AT_ENV = "TRIAL_KILL_AT"  # test hooks, see _kill_point
-PAUSE_AT_ENV = "TRIAL_PAUSE_AT"
 
 
 @dataclass(frozen=True)

@@ -118,6 +118,26 @@ def test_worker_killed_mid_trial_is_retried_from_its_backup_or_recorded_failed(c
         assert capsys.readouterr().out.count("FAILED: WorkerCrashedError") == 2
 
 
+def test_each_gpu_trial_runs_in_a_fresh_process_on_the_gpu_ray_gave_it(cluster, dataset, tmp_path):
+    """A worker process's TensorFlow keeps the GPUs it first saw: a reused worker would train its
+    next trial on its last trial's GPU, whatever CUDA_VISIBLE_DEVICES Ray sets for the new one."""
+    # A third node with two GPUs as Ray counts them (TensorFlow finds no CUDA here and trains on
+    # the CPU): GPU trials can only run there, one at a time on its one CPU.
+    node = cluster.add_node(num_cpus=1, num_gpus=2)
+    cluster.wait_for_nodes()
+    try:
+        logdir = tmp_path / "logs"
+        argv = ["--ray", "--data", str(dataset), "--logdir", str(logdir), *FAST, *TWO, "--grid", "optimizer=adam,sgd,rmsprop"]
+        assert train.main(argv) == 0
+    finally:
+        cluster.remove_node(node)
+    records = [trial_record(logdir, row["run"]) for row in read_results(logdir)]
+    assert len(records) == 3 and all(r["status"] == "success" for r in records)
+    assert {r["worker"]["node_id"] for r in records} == {node.node_id}
+    assert len({r["worker"]["pid"] for r in records}) == 3  # one process per trial, none reused
+    assert all(len(r["worker"]["gpus"]) == 1 for r in records)  # --trials-per-gpu 1: a whole GPU each
+
+
 def test_driver_killed_mid_grid_resumes_exactly_as_the_local_loop_runs(cluster, dataset, tmp_path, tensorboard, capsys):
     args = ["--data", str(dataset), *FAST, *TWO, "--deterministic"]
     logdir = tmp_path / "logs"
