@@ -7,13 +7,16 @@ The same small grid (4 trials by default) runs through the real command line, ea
 process and fresh logdir: the local loop, then --ray at 1 trial at a time (--cpus-per-trial = all
 cores) and at 2 (half each); with --gpus, --ray at 1, 2 and 4 trials per GPU instead. Ray's
 start-up counts: it is part of what a user waits for. Each run gets its own empty --cache-dir, so
-every runner decodes the images once (the local loop in its process, --ray in a worker). The JSON holds every figure, the machine,
-and the headline number:
-  ray_overhead  (wall time of --ray at 1 trial at a time - local loop's) / local loop's (floor: <= 0.10)
+every runner decodes the images once (the local loop in its process, --ray in a worker). The runs
+repeat in rounds (--repeats), one of each runner per round, so that the drift of a shared machine's
+speed (the same trial takes 17 s or 21 s here, hour to hour) hits every runner alike. The JSON holds
+every run, the machine, each runner's median wall time, and the headline number:
+  ray_overhead  (median wall time of --ray at 1 trial at a time - the local loop's) / the local loop's (floor: <= 0.10)
 """
 
 import argparse
 import json
+import statistics
 import os
 import subprocess
 import sys
@@ -60,6 +63,7 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--steps-per-epoch", type=int, default=20)
     parser.add_argument("--gpus", action="store_true", help="GPU mode: --ray at 1, 2 and 4 trials per GPU")
+    parser.add_argument("--repeats", type=int, default=3, help="rounds of all runs; the figures are medians")
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args(argv)
 
@@ -71,16 +75,18 @@ def main(argv=None):
         if not args.gpus:
             common += ["--no-xla", "--no-mixed-precision", "--no-augment-in-model"]
         cores = os.cpu_count()
-        runs = [run("local", [], common, tmp / "local")]
+        runners = [("local", [])]
         if args.gpus:
-            for k in (1, 2, 4):
-                runs.append(run(f"ray, {k} per GPU", ["--ray", "--trials-per-gpu", str(k), "--cpus-per-trial", "1"],
-                                common, tmp / f"ray-gpu{k}"))
+            runners += [(f"ray, {k} per GPU", ["--ray", "--trials-per-gpu", str(k), "--cpus-per-trial", "1"])
+                        for k in (1, 2, 4)]
         else:
-            runs.append(run("ray, 1 at a time", ["--ray", "--cpus-per-trial", str(cores)], common, tmp / "ray1"))
-            runs.append(run("ray, 2 at a time", ["--ray", "--cpus-per-trial", str(cores / 2)], common, tmp / "ray2"))
-    result = {"machine": machine(), "runs": runs,
-              "ray_overhead": round(runs[1]["wall_s"] / runs[0]["wall_s"] - 1, 3)}
+            runners += [("ray, 1 at a time", ["--ray", "--cpus-per-trial", str(cores)]),
+                        ("ray, 2 at a time", ["--ray", "--cpus-per-trial", str(cores / 2)])]
+        runs = [run(label, flags, common, tmp / f"{label.replace(' ', '').replace(',', '-')}-{r}")
+                for r in range(args.repeats) for label, flags in runners]
+    median = {label: statistics.median(r["wall_s"] for r in runs if r["label"] == label) for label, _ in runners}
+    result = {"machine": machine(), "repeats": args.repeats, "median_wall_s": median, "runs": runs,
+              "ray_overhead": round(median[runners[1][0]] / median["local"] - 1, 3)}
     print(f"ray_overhead {result['ray_overhead']:+.3f} (floor <= 0.10)")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")

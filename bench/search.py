@@ -95,8 +95,8 @@ def main(argv=None):
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--steps-per-epoch", type=int, default=50,
-                        help="training steps per epoch (default: 50, so that both searches take about half an hour on "
+    parser.add_argument("--steps-per-epoch", type=int, default=60,
+                        help="training steps per epoch (default: 60, so that both searches take about half an hour on "
                              "2 CPU cores); 0 for a full pass over the training images")
     parser.add_argument("--min-epochs", type=int, default=1, help="halving's first rung (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=train.DEFAULT_SEED)
