@@ -16,8 +16,8 @@ every run, the machine, each runner's median wall time, and the headline number:
 
 import argparse
 import json
-import statistics
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
