@@ -107,7 +107,6 @@ def keep_if_best(logdir, names, settings):
     The trials finishing at the same moment have not written their trial.json yet when another
     one compares, so the record the current best_model.keras came from is kept beside it (BEST_FILE).
     """
-
     import experiment
     import search
 

@@ -82,8 +82,8 @@ def main(argv=None):
         else:
             runners += [("ray, 1 at a time", ["--ray", "--cpus-per-trial", str(cores)]),
                         ("ray, 2 at a time", ["--ray", "--cpus-per-trial", str(cores / 2)])]
-        runs = [run(label, flags, common, tmp / f"{label.replace(' ', '').replace(',', '-')}-{r}")
-                for r in range(args.repeats) for label, flags in runners]
+        runs = [run(label, flags, common, tmp / f"round{r}-runner{i}")
+                for r in range(args.repeats) for i, (label, flags) in enumerate(runners)]
     median = {label: statistics.median(r["wall_s"] for r in runs if r["label"] == label) for label, _ in runners}
     result = {"machine": machine(), "repeats": args.repeats, "median_wall_s": median, "runs": runs,
               "ray_overhead": round(median[runners[1][0]] / median["local"] - 1, 3)}
