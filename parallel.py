@@ -45,11 +45,17 @@ def connected(address=None):
     already runs (tests) is used as it is."""
     started = not ray.is_initialized()
     if started:
-        try:
+        if address is None:
             # "local": always a new instance; address=None would join any cluster `ray start` (or a
             # test) left running on this machine. No dashboard: it needs ray[default], nothing reads it.
-            ray.init(address=address or "local", include_dashboard=False if address is None else None,
-                     logging_level="WARNING", configure_logging=True)
+            # Ray runs its worker processes at nice 15, below its own daemons and anything else on the
+            # machine: the trials, which are the work here, would wait for those. At 0 they share the
+            # CPUs as the local loop does.
+            options = {"address": "local", "include_dashboard": False, "_system_config": {"worker_niceness": 0}}
+        else:
+            options = {"address": address}
+        try:
+            ray.init(**options, logging_level="WARNING", configure_logging=True)
         except ConnectionError as e:
             raise UsageError(f"cannot join the Ray cluster at {address} ({e}); start it with `ray start --head`, "
                              f"or leave out --ray-address to start one on this machine") from None

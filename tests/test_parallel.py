@@ -260,3 +260,17 @@ def test_a_ray_run_shows_each_trials_epochs_by_name_and_no_tensorflow_noise(clus
     assert "repeated" not in run.stdout + run.stderr and "\x1b" not in run.stdout + run.stderr
     # The workers' TensorFlow start-up lines (absl, no CUDA driver on a machine without a GPU) are filtered.
     assert not re.search(r"absl::InitializeLog|cudart_stub|cuInit: INTERNAL", run.stderr), run.stderr
+
+
+def test_a_ray_started_by_the_driver_runs_trials_at_the_local_loops_priority():
+    # Ray's default puts its workers at nice 15, below its own daemons and whatever else runs
+    # (TensorBoard beside the sweep): the trials would wait for them. A Ray of its own, in a fresh
+    # process: this session's cluster is joined, not started, by parallel.connected.
+    script = ("import os, ray, parallel\n"
+              "def niceness():\n    return os.nice(0)\n"
+              "with parallel.connected():\n"
+              "    print('worker', ray.get(ray.remote(niceness).remote()), 'driver', niceness())\n")
+    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    worker, driver = re.search(r"^worker (\d+) driver (\d+)$", out.stdout, re.M).groups()
+    assert worker == driver, out.stdout
