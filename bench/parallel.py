@@ -76,6 +76,8 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=3, help="rounds of all runs; the figures are medians")
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args(argv)
+    if args.gpus and not machine()["gpu"]:
+        parser.error("--gpus needs a machine whose TensorFlow sees a GPU; leave it out to compare on the CPUs")
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

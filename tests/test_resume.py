@@ -25,10 +25,27 @@ NAMES = [experiment.trial_name({"num_units": 8, "dropout": 0.1, "optimizer": o, 
 
 
 def start_grid(dataset, logdir, *extra, env=None):
+    # PYTHONFAULTHANDLER: a process that hangs shows its threads' stacks when ended_output aborts it.
     return subprocess.Popen(
         [sys.executable, str(ROOT / "train.py"), "--data", str(dataset), "--logdir", str(logdir), *SLOW, *TWO_TRIALS, *extra],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, **(env or {})},
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "PYTHONFAULTHANDLER": "1", **(env or {})},
     )
+
+
+def ended_output(process, timeout=120):
+    """The output of a process told to stop; one still running `timeout` s later fails the test with
+    its threads' stacks (SIGABRT: Python's fault handler prints them) instead of a bare timeout."""
+    try:
+        return process.communicate(timeout=timeout)[0]
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGABRT)
+        try:
+            stacks = process.communicate(timeout=30)[0]
+        except subprocess.TimeoutExpired:
+            process.kill()
+            stacks = "(no output: still running after SIGABRT)"
+        pytest.fail(f"still running {timeout} s after it was told to stop:\n{stacks[-8000:]}")
 
 
 def wait_for_file(process, path, timeout=240):
@@ -60,7 +77,7 @@ def test_interrupted_grid_resumes_where_it_stopped(dataset, tmp_path, tensorboar
     assert f"in use by train.py (pid {process.pid})" in capsys.readouterr().err
 
     process.send_signal(sig)
-    output = process.communicate(timeout=60)[0]
+    output = ended_output(process)
     if sig == signal.SIGINT:
         assert process.returncode == train.EXIT_INTERRUPTED
         assert "rerun the same command" in output and "Traceback" not in output
