@@ -52,8 +52,8 @@ from typing import Callable
 
 from PIL import Image, ImageOps
 
-import console
-from common import (
+from hparam_sweep import console
+from hparam_sweep.common import (
     CLASS_DIRS,
     IMAGE_SUFFIXES,
     LABELS,
@@ -97,7 +97,7 @@ class SplitError(UsageError):
 
 @dataclass(frozen=True)
 class Config:
-    """What one split run needs; built from the command line or by demo.prepare_demo."""
+    """What one split run needs; built from the command line or by prepare_demo."""
 
     source: Path
     dest: Path
@@ -631,6 +631,18 @@ def _build(config: Config, stack: contextlib.ExitStack, log: Callable[[str], Non
     return 0
 
 
+def prepare_demo(dest: Path, **drawing) -> Path:
+    """Draw the synthetic demo set (hparam_sweep/demo.py's draw_demo_source, given `drawing`) and
+    split it into dest like real data; return dest. A repeat call is a quick no-op."""
+    from hparam_sweep import demo  # NumPy: not for --help or a real split
+
+    dest = Path(dest).expanduser().resolve()
+    source = demo.draw_demo_source(dest, **drawing)
+    previous = read_json(dest / SPLIT_JSON) or {}
+    run_split(Config(source=source, dest=dest, force=previous.get("source") == str(source)))
+    return dest
+
+
 # ---------------------------------------------------------------- command line
 
 
@@ -693,15 +705,13 @@ def main(argv: list[str] | None = None) -> int:
         return stop.code
     try:
         if args.demo is not None:
-            import demo  # demo.py splits its images with this module: imported here, not in a cycle
-
-            demo.prepare_demo(args.demo)
+            prepare_demo(args.demo)
             return 0
         config = Config(source=args.source.expanduser().resolve(), dest=args.dest.expanduser().resolve(),
                         val_fraction=args.val_fraction, seed=args.seed, link=args.link, force=args.force,
                         workers=args.workers)
         return run_split(config)
-    except SplitError as error:
+    except UsageError as error:
         print(f"{parser.prog}: error: {error}", file=sys.stderr)
         return 2
 

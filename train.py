@@ -9,22 +9,19 @@
 Rerunning the same command after a crash or Ctrl-C resumes: finished trials are skipped, an
 interrupted trial continues from its last backup (taken every few minutes).
 
-This file is the command line and the loop; the work is done by
-    pipeline.py   the images: checked, decoded once, served as batches
-    search.py     which trials run, to how many epochs, and how they rank
-    trial.py      one trial in its run folder (model.py builds its model)
-    experiment.py the logdir: settings check, lock, results.csv, best_model.keras
+This file is the command line: the flags, the choice of search and executor, the start-up line
+and the final table. The package hparam_sweep/ does the work (its __init__.py maps the modules):
+hparams.py holds the domains, hparam_sweep/model.py the model.
 """
 
 import argparse
 import contextlib
 import math
 import sys
-import time
 from pathlib import Path
 
-import console
-from common import BACKUP_MINUTES, UsageError
+from hparam_sweep import console
+from hparam_sweep.common import BACKUP_MINUTES, UsageError
 
 DEFAULT_DATA = Path("data")
 DEFAULT_LOGDIR = Path("logs/hparam_tuning")
@@ -125,7 +122,7 @@ def add_device_flags(parser):
 
 
 def add_ray_flags(parser):
-    """--ray and how trials share the machines (parallel.py; needs pip install -e ".[ray]")."""
+    """--ray and how trials share the machines (hparam_sweep/parallel.py; needs pip install -e ".[ray]")."""
     parser.add_argument("--ray", action="store_true", help="run trials in parallel on a Ray instance started on this "
                         "machine (pip install -e \".[ray]\")")
     parser.add_argument("--ray-address", metavar="ADDRESS", help="run them on the Ray cluster at ADDRESS (host:port, "
@@ -153,8 +150,7 @@ def keras_verbosity(quiet):
 
 def make_settings(args, train_images):
     """The trial settings the command line asks for."""
-    import pipeline
-    import trial
+    from hparam_sweep import pipeline, trial
 
     return trial.Settings(
         data=str(args.data.resolve()),
@@ -172,123 +168,26 @@ def make_settings(args, train_images):
     )
 
 
-def describe(values):
-    return " ".join(f"{k}={v}" for k, v in values.items())
-
-
-def print_table(ranked_records):
-    import hparams as H
-
-    print("\nrank  accuracy  best_acc  val_loss   time  epochs  status   trial")
-    for rank, r in enumerate(ranked_records, 1):
-        m = r.get("metrics") or {}
-        if r["status"] == "success":
-            print(f"{rank:>4}  {m[H.METRIC_ACCURACY]:8.4f}  {m[H.METRIC_BEST_ACCURACY]:8.4f}  "
-                  f"{m[H.METRIC_VAL_LOSS]:8.4f}  {console.minutes(m[H.METRIC_WALL_TIME]):>5}  {m.get(H.METRIC_EPOCHS, '?'):>6}  "
-                  f"success  {r['name']}")
-        else:
-            print(f"{rank:>4}  {'-':>8}  {'-':>8}  {'-':>8}  {'-':>5}  {'-':>6}  {r['status']:<7}  {r['name']}: "
-                  f"{r.get('error')}")
-
-
 def make_search(args):
-    import search
+    from hparam_sweep import search
 
     if args.search == "halving":
         return search.Halving(args.epochs, args.min_epochs, args.halving_rate)
     return search.Grid(args.epochs)
 
 
-def print_decision(decision, last_rung, eta):
-    """A halving rung as it completes: who goes on, who stopped, and the time the rest should take."""
-    if decision.epochs == last_rung:
-        print(f"\nRung {decision.epochs} epoch(s) done: {len(decision.trained)} trial(s) fully trained.", flush=True)
-        return
-    print(f"\nRung {decision.epochs} epoch(s) done: {len(decision.promoted)} of {len(decision.trained)} go on "
-          f"(ETA of the rest {eta}).", flush=True)
-    print("  go on:   " + ", ".join(decision.promoted))
-    print("  stopped: " + (", ".join(decision.stopped) or "none"), flush=True)
+def print_table(ranked_records):
+    from hparam_sweep import metrics as M
 
-
-def outcome_line(label, values, record, seconds, eta):
-    """A finished trial's console line (both runners print it)."""
-    import hparams as H
-
-    if record["status"] == "success":
-        outcome = f"accuracy {record['metrics'][H.METRIC_ACCURACY]:.4f}"
-    else:
-        outcome = f"FAILED: {record['error']}"
-    return f"{label} {describe(values)} -> {outcome} ({console.minutes(seconds)}, ETA {console.minutes(eta)})"
-
-
-def reuse_records(logdir, trials, settings):
-    """{name: record} of the trials a rerun reuses, said on the console (both runners start here)."""
-    import experiment
-
-    records = experiment.reusable_records(logdir, trials, settings)
-    others = experiment.other_trials(logdir, trials)
-    if records:
-        print(f"Reusing {len(records)} finished trial(s) from {logdir}; {len(trials) - len(records)} to run.")
-    if others:
-        print(f"{len(others)} other trial(s) in {logdir} are not in this grid: left as they are, not ranked.")
-    return records
-
-
-def record_decisions(searcher, trials, records, decided, settings, logdir, eta):
-    """After a round: print and save the search's new decisions (halving rungs); return how many there are.
-    eta: seconds the rest of the search should take."""
-    import experiment
-    import trial
-
-    decisions = searcher.decisions(trials, records)
-    for decision in decisions[decided:]:
-        print_decision(decision, settings.epochs, console.minutes(eta))
-        for name in decision.stopped if decision.epochs < settings.epochs else []:
-            trial.discard_backup(logdir / name)  # never continued: its training state is only disk
-    experiment.write_decisions(logdir, decisions)
-    return len(decisions)
-
-
-def run_trials(searcher, trials, settings, hparams, logdir, data, verbose, backup_minutes=BACKUP_MINUTES):
-    """Run the search over `trials` ({name: values}) in logdir; return the records of all of them."""
-    import experiment
-    import search
-    import trial
-
-    records = reuse_records(logdir, trials, settings)
-
-    def keep_if_best(model, record):
-        # The same order as results.csv, so best_model.keras is always its rank 1; only a fully
-        # trained trial can be it.
-        if record["epochs"] == settings.epochs and search.ranked([*records.values(), record])[0] is record:
-            experiment.save_best(logdir, model)
-
-    def trained():
-        return sum(search.epochs_trained(r) for r in records.values() if r["status"] == "success")
-
-    def eta():
-        """The rest of the search at this run's pace so far (seconds per epoch trained)."""
-        return seconds / max(1, epochs_done) * max(0, planned - trained())
-
-    planned = searcher.planned_epochs(len(trials))
-    decided = len(searcher.decisions(trials, records))
-    seconds, epochs_done = 0.0, 0
-    for tasks in searcher.rounds(trials, records):
-        for k, task in enumerate(tasks, 1):
-            label = f"[{k}/{len(tasks)}]"
-            print(f"\n{label} {describe(task.values)}, to epoch {task.epochs}", flush=True)
-            start, before = time.monotonic(), trained()
-            record = trial.run(task.values, settings, data, logdir / task.name, task.epochs, verbose, keep_if_best,
-                               backup_minutes)
-            records[task.name] = record
-            experiment.write_results(logdir, search.ranked(list(records.values())), hparams)
-
-            seconds += time.monotonic() - start
-            epochs_done += max(1, trained() - before)
-            print(outcome_line(label, task.values, record, time.monotonic() - start, eta()), flush=True)
-        decided = record_decisions(searcher, trials, records, decided, settings, logdir, eta())
-    experiment.write_results(logdir, search.ranked(list(records.values())), hparams)
-    return list(records.values())
+    print("\nrank  accuracy  best_acc  val_loss   time  epochs  status   trial")
+    for rank, r in enumerate(ranked_records, 1):
+        m = r.get("metrics") or {}
+        if r["status"] == "success":
+            print(f"{rank:>4}  {m[M.ACCURACY]:8.4f}  {m[M.BEST_ACCURACY]:8.4f}  {m[M.VAL_LOSS]:8.4f}  "
+                  f"{console.minutes(m[M.WALL_TIME]):>5}  {m.get(M.EPOCHS, '?'):>6}  success  {r['name']}")
+        else:
+            print(f"{rank:>4}  {'-':>8}  {'-':>8}  {'-':>8}  {'-':>5}  {'-':>6}  {r['status']:<7}  {r['name']}: "
+                  f"{r.get('error')}")
 
 
 def main(argv=None):
@@ -318,48 +217,72 @@ def _main(args):
 def _run(args, cluster):
     # Imported here, not at the top, so that --help and argument mistakes answer at once
     # instead of after TensorFlow's several-second import.
-    import demo
-    import experiment
-    import hparams as H
-    import imagecache
-    import pipeline
-    import trial
+    import data_split
+    import hparams
+    from hparam_sweep import experiment, grid, loop, pipeline, trial
 
-    hparams = H.override(H.HPARAMS, args.grid)
+    domains = grid.override(hparams.HPARAMS, args.grid)
     with experiment.locked(args.logdir):
         if args.demo:
-            demo.prepare_demo(args.data)
+            data_split.prepare_demo(args.data)
         pipeline.check_data(args.data)
         if args.restart and (moved := experiment.move_aside(args.logdir)):
             print(f"Earlier results moved to {moved}")
         # Keyed by run folder name, which is an older run's own name where one exists.
-        trials = {experiment.run_folder(args.logdir, values).name: values for values in H.expand_grid(hparams)}
-
-        if args.ray:
-            return run_on_ray(args, trials, hparams, cluster)
-        gpus = trial.gpu_names()
-        resolve_device_flags(args, gpus)
-        if args.deterministic:
-            import tensorflow as tf
-
-            tf.config.experimental.enable_op_determinism()
-        data = pipeline.load_data(args.data, args.image_size, imagecache.location(args.cache_dir, not args.no_cache))
-        settings = make_settings(args, len(data[0]))
-        print(f"Training on {', '.join(gpus) or 'the CPU (TensorFlow sees no GPU)'}: XLA {'on' if settings.xla else 'off'}, "
-              f"mixed precision {'on' if settings.mixed_precision else 'off'}, "
-              f"augmentation {'in the model' if settings.augment_in_model else 'in the input pipeline'}.")
+        trials = {trial.run_folder(args.logdir, values).name: values for values in grid.expand_grid(domains)}
+        settings, executor = (ray_executor if args.ray else local_executor)(args, cluster)
         searcher = make_search(args)
-        experiment.prepare(args.logdir, settings, hparams, searcher.describe())
-        records = run_trials(searcher, trials, settings, hparams, args.logdir, data, keras_verbosity(args.quiet),
-                             args.backup_minutes)
-
+        experiment.prepare(args.logdir, settings, domains, searcher.describe())
+        records = loop.run_search(searcher, trials, settings, domains, args.logdir, executor)
     return finish(args, records)
+
+
+def local_executor(args, _):
+    """(settings, executor) for trials one at a time in this process, on the images it decodes."""
+    from hparam_sweep import imagecache, loop, pipeline, trial
+
+    gpus = trial.gpu_names()
+    resolve_device_flags(args, gpus)
+    if args.deterministic:
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+    data = pipeline.load_data(args.data, args.image_size, imagecache.location(args.cache_dir, not args.no_cache))
+    settings = make_settings(args, len(data[0]))
+    print(f"Training on {', '.join(gpus) or 'the CPU (TensorFlow sees no GPU)'}: XLA {'on' if settings.xla else 'off'}, "
+          f"mixed precision {'on' if settings.mixed_precision else 'off'}, "
+          f"augmentation {'in the model' if settings.augment_in_model else 'in the input pipeline'}.")
+    return settings, loop.InProcess(settings, data, args.logdir, keras_verbosity(args.quiet), args.backup_minutes)
+
+
+def ray_executor(args, cluster):
+    """(settings, executor) for trials side by side as Ray tasks (hparam_sweep/parallel.py)."""
+    import tensorflow as tf
+
+    from hparam_sweep import imagecache, parallel, pipeline
+
+    # The driver trains nothing: keep its TensorFlow off the GPUs the trials share.
+    with contextlib.suppress(RuntimeError):  # this process's TensorFlow has started already (tests)
+        tf.config.set_visible_devices([], "GPU")
+    resolve_device_flags(args, cluster.get("GPU", 0))
+    resources = parallel.trial_resources(cluster, args.cpus_per_trial, args.trials_per_gpu, args.max_retries)
+    # The driver decodes nothing: each machine's trial processes take the images from its decode cache.
+    settings = make_settings(args, pipeline.image_count(args.data / "train"))
+    cache = imagecache.location(args.cache_dir, not args.no_cache)
+    print(f"Ray: {cluster.get('CPU', 0):g} CPUs, {cluster.get('GPU', 0):g} GPUs on "
+          f"{sum(n['Alive'] for n in parallel.ray.nodes())} node(s): XLA {'on' if settings.xla else 'off'}, "
+          f"mixed precision {'on' if settings.mixed_precision else 'off'}. "
+          + (f"Each machine decodes the images once, into its own decode cache ({cache} here)." if cache else
+             "--no-cache: each trial process decodes the images itself."), flush=True)
+    # What each worker resolves on its own machine (the default cache folder is per machine).
+    cache_request = (str(args.cache_dir) if args.cache_dir else None, not args.no_cache)
+    return settings, parallel.RayExecutor(settings, args.logdir, cache_request, 0 if args.quiet else 2,
+                                          args.backup_minutes, resources)
 
 
 def finish(args, records):
     """The ranked table and summary; the exit code."""
-    import experiment
-    import search
+    from hparam_sweep import experiment, search
 
     print_table(search.ranked(records))
     failed = [r for r in records if r["status"] != "success"]
@@ -377,7 +300,7 @@ def ray_started(args):
     TensorFlow (parallel.warm_up); yields the cluster's resources."""
     console.ray_worker_output(terminal=sys.stdout.isatty())
     try:
-        import parallel
+        from hparam_sweep import parallel
     except ModuleNotFoundError as e:
         if e.name != "ray":
             raise
@@ -385,37 +308,6 @@ def ray_started(args):
     with parallel.connected(args.ray_address) as cluster:
         parallel.warm_up(cluster, args.cpus_per_trial)
         yield cluster
-
-
-def run_on_ray(args, trials, hparams, cluster):
-    """--ray: the same search, its rounds' trials run concurrently as Ray tasks (parallel.py)."""
-    import tensorflow as tf
-
-    import experiment
-    import imagecache
-    import parallel
-    import pipeline
-
-    # The driver trains nothing: keep its TensorFlow off the GPUs the trials share.
-    with contextlib.suppress(RuntimeError):  # this process's TensorFlow has started already (tests)
-        tf.config.set_visible_devices([], "GPU")
-    resolve_device_flags(args, cluster.get("GPU", 0))
-    resources = parallel.trial_resources(cluster, args.cpus_per_trial, args.trials_per_gpu, args.max_retries)
-    # The driver decodes nothing: each machine's trial processes take the images from its decode cache.
-    settings = make_settings(args, pipeline.image_count(args.data / "train"))
-    cache = imagecache.location(args.cache_dir, not args.no_cache)
-    print(f"Ray: {cluster.get('CPU', 0):g} CPUs, {cluster.get('GPU', 0):g} GPUs on "
-          f"{sum(n['Alive'] for n in parallel.ray.nodes())} node(s): XLA {'on' if settings.xla else 'off'}, "
-          f"mixed precision {'on' if settings.mixed_precision else 'off'}. "
-          + (f"Each machine decodes the images once, into its own decode cache ({cache} here)." if cache else
-             "--no-cache: each trial process decodes the images itself."), flush=True)
-    searcher = make_search(args)
-    experiment.prepare(args.logdir, settings, hparams, searcher.describe())
-    # What each worker resolves on its own machine (the default cache folder is per machine).
-    cache_request = (str(args.cache_dir) if args.cache_dir else None, not args.no_cache)
-    records = parallel.run_trials(searcher, trials, settings, hparams, args.logdir, cache_request,
-                                  0 if args.quiet else 2, args.backup_minutes, resources, sys.modules[__name__])
-    return finish(args, records)
 
 
 if __name__ == "__main__":

@@ -36,12 +36,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `python bench
 import keras
 import tensorflow as tf
 
-import common
+from hparam_sweep import common
 import hparams as H
-import pipeline
+from hparam_sweep import pipeline
 import train
-import trial
-from model import build_model
+from hparam_sweep import trial
+from hparam_sweep.model import build_model
 
 # The tutorial's trial: the model every comparison below trains.
 TUTORIAL_HPARAMS = {"num_units": 512, "dropout": 0.2, "optimizer": "adam", "learning_rate": 0.001}

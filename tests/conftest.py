@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np
 import pytest
 from PIL import Image
+from hparam_sweep import metrics as M
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -54,7 +55,7 @@ def diverging(monkeypatch):
     """Trials with learning rate DIVERGING get an infinite one: the first update makes weights inf or
     NaN (inf * 0), so the next loss is NaN by IEEE arithmetic on any CPU, not by one CPU's rounding
     (a merely huge rate went NaN on one machine and stayed finite on another)."""
-    import model
+    from hparam_sweep import model
 
     make_optimizer = model.make_optimizer
     monkeypatch.setattr(model, "make_optimizer", lambda name, rate: make_optimizer(name, math.inf if rate == DIVERGING else rate))
@@ -180,9 +181,8 @@ def snapshot(folder):
 def trial_outcome(run_dir):
     """What an exact resume must reproduce: trial.json's metrics (but wall time), history.csv and
     every TensorBoard epoch-curve point, duplicates included."""
-    import hparams as H
-    import trial
+    from hparam_sweep import trial
 
     metrics = dict(json.loads((run_dir / trial.TRIAL_FILE).read_text())["metrics"])
-    del metrics[H.METRIC_WALL_TIME]
+    del metrics[M.WALL_TIME]
     return metrics, (run_dir / trial.HISTORY_FILE).read_text(), trial.read_curves(run_dir)

@@ -12,9 +12,8 @@ from pathlib import Path
 
 from conftest import write_dataset
 
-import console
+from hparam_sweep import console, pipeline
 import data_split
-import pipeline
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -82,6 +81,9 @@ TF_NOISE_LINES = [
     "to cuInit: UNKNOWN ERROR (303)",
     "E0000 00:00:1795826894.834835    2160 node_def_util.cc:682] NodeDef mentions attribute use_unbounded_threadpool "
     "which is not in the op definition: Op<name=MapDataset> This may be expected",
+    "I0000 00:00:1796161538.742084    2275 port.cc:153] oneDNN custom operations are on. You may see slightly "
+    "different numerical results due to floating-point round-off errors from different computation orders. To turn "
+    "them off, set the environment variable `TF_ENABLE_ONEDNN_OPTS=0`.",
 ]
 # What must get through: real errors behind the same prefixes, Ray's own messages, the trials'
 # output, a noise line Ray deduplicated (its text goes on), and the noise's words not at a line's start.
@@ -104,7 +106,7 @@ RAY_KEPT = [
 def test_tensorflow_noise_from_ray_workers_is_filtered_and_the_rest_kept():
     noise = [prefix + line for prefix in RAY_PREFIXES for line in TF_NOISE_LINES]
     lines = noise[::2] + RAY_KEPT + noise[1::2]
-    script = (f"import os, console\nwith console.tensorflow_noise_filtered():\n"
+    script = (f"import os\nfrom hparam_sweep import console\nwith console.tensorflow_noise_filtered():\n"
               f"    os.write(2, {chr(10).join(lines).encode()!r} + b'\\n')\n")
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     run = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True)

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-import common
+from hparam_sweep import common
 import data_split
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -363,7 +363,7 @@ def test_archive_members_and_files_with_colliding_names_each_get_their_own_file(
 
 
 def test_every_image_written_is_read_by_training(tmp_path, capsys):
-    import pipeline
+    from hparam_sweep import pipeline
     picture = upright_test_image()
     files = {f"cat.{i}{suffix}": encoded(picture.rotate(i * 7), fmt) for i, (suffix, fmt) in enumerate([
         (".jpg", "JPEG"), (".jpeg", "JPEG"), (".JPG", "JPEG"), (".png", "PNG"), (".bmp", "BMP"), (".gif", "GIF"),

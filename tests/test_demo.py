@@ -8,7 +8,6 @@ from PIL import Image
 from test_data_split import read_csv, run
 
 import data_split
-import demo
 
 
 def silhouettes(folder: Path, label: str) -> np.ndarray:
@@ -20,14 +19,14 @@ def silhouettes(folder: Path, label: str) -> np.ndarray:
 
 def test_demo_set_is_split_like_real_data_and_its_classes_differ(tmp_path, capsys):
     dest = tmp_path / "demo"
-    assert demo.prepare_demo(dest, images_per_class=40, size=32) == dest.resolve()
+    assert data_split.prepare_demo(dest, images_per_class=40, size=32) == dest.resolve()
     raw = tmp_path / "demo-source" / "train"
     assert sorted(p.name for p in raw.iterdir())[:2] == ["cat.0.jpg", "cat.1.jpg"]
     assert Image.open(raw / "dog.3.jpg").size == (32, 32) and Image.open(raw / "dog.3.jpg").mode == "RGB"
     rows = read_csv(dest / data_split.MANIFEST)
     assert len(rows) == 80 and sum(r["split"] == "validation" for r in rows) == 16
     before = snapshot(tmp_path)
-    assert demo.prepare_demo(dest, images_per_class=40, size=32) == dest.resolve()
+    assert data_split.prepare_demo(dest, images_per_class=40, size=32) == dest.resolve()
     assert "nothing to do" in capsys.readouterr().out
     assert snapshot(tmp_path) == before  # a repeat call draws and copies nothing
 

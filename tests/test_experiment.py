@@ -9,11 +9,10 @@ import pytest
 from conftest import snapshot
 from tensorboard.plugins.hparams import summary_v2 as hp
 
-import experiment
+from hparam_sweep import experiment, grid, trial
 import hparams as H
 import train
-import trial
-from common import UsageError, write_json
+from hparam_sweep.common import UsageError, write_json
 
 
 def test_changed_grid_reuses_only_matching_trials(dataset, tmp_path, capsys):
@@ -22,7 +21,7 @@ def test_changed_grid_reuses_only_matching_trials(dataset, tmp_path, capsys):
             "--epochs", "1", "--steps-per-epoch", "2", "--quiet", "--grid", "num_units=8", "--grid", "dropout=0.1",
             "--grid", "learning_rate=0.01"]
     assert train.main([*fast, "--grid", "optimizer=adam,sgd"]) == 0
-    adam = experiment.trial_name({"num_units": 8, "dropout": 0.1, "optimizer": "adam", "learning_rate": 0.01})
+    adam = trial.trial_name({"num_units": 8, "dropout": 0.1, "optimizer": "adam", "learning_rate": 0.01})
     before = snapshot(logdir / adam)
     capsys.readouterr()
 
@@ -122,14 +121,14 @@ ODD = {"num_units": [8, 256, -3], "dropout": [0.1, 0.5, 1e-05, 1e16], "learning_
 
 
 def odd_grid():
-    return H.expand_grid([hp.HParam(h.name, hp.Discrete(ODD[h.name])) for h in H.HPARAMS])
+    return grid.expand_grid([hp.HParam(h.name, hp.Discrete(ODD[h.name])) for h in H.HPARAMS])
 
 
 def test_trial_names_read_well_and_are_unique_valid_folder_names(tmp_path):
-    default = [experiment.trial_name(values) for values in H.expand_grid()]
+    default = [trial.trial_name(values) for values in grid.expand_grid(H.HPARAMS)]
     assert "adam-lr0.001-u256-d0.1" in default and len(set(default)) == 36
     # A grid of one hparam (an edited hparams.py) names a trial by its value alone.
-    odd = [experiment.trial_name(values) for values in odd_grid() + [{"optimizer": v} for v in ODD["optimizer"]]]
+    odd = [trial.trial_name(values) for values in odd_grid() + [{"optimizer": v} for v in ODD["optimizer"]]]
     names = default + odd
     # Unique even where case does not count (macOS, Windows), short, and nothing a filesystem refuses.
     assert len({n.lower() for n in odd}) == len(odd)
@@ -137,28 +136,29 @@ def test_trial_names_read_well_and_are_unique_valid_folder_names(tmp_path):
     for name in odd:  # and each really is a folder of its own
         (tmp_path / name).mkdir()
     assert len(list(tmp_path.iterdir())) == len(odd)
-    assert experiment.trial_name({"optimizer": "sgd", "learning_rate": 1e-05, "num_units": 8, "dropout": 0.0001}) == \
+    assert trial.trial_name({"optimizer": "sgd", "learning_rate": 1e-05, "num_units": 8, "dropout": 0.0001}) == \
         "sgd-lr1e-05-u8-d0.0001"
 
 
 def test_a_trial_name_does_not_depend_on_the_rest_of_the_grid():
     values = {"num_units": 256, "dropout": 0.1, "optimizer": "a/b", "learning_rate": 0.001}
-    alone = experiment.trial_name(values)
-    assert [experiment.trial_name(v) for v in odd_grid() if v == values] == [alone]
-    assert experiment.trial_name(dict(reversed(values.items()))) == alone  # nor on the hparams' order
+    alone = trial.trial_name(values)
+    assert [trial.trial_name(v) for v in odd_grid() if v == values] == [alone]
+    assert trial.trial_name(dict(reversed(values.items()))) == alone  # nor on the hparams' order
 
 
 def test_a_logdir_with_the_old_run_folder_names_is_continued_in_place(dataset, tmp_path, monkeypatch, capsys):
-    """Run folders named before #12 (num_units=8,dropout=0.1,...) are reused and continued where they are."""
+    """Run folders named as the first releases named them (num_units=8,dropout=0.1,...) are reused and
+    continued where they are."""
     logdir = tmp_path / "logs"
     argv = ["--data", str(dataset), "--logdir", str(logdir), "--image-size", "24", "--batch-size", "8", "--epochs", "2",
             "--steps-per-epoch", "2", "--quiet", "--grid", "num_units=8", "--grid", "dropout=0.1",
             "--grid", "optimizer=adam,sgd", "--grid", "learning_rate=0.01"]
     adam, sgd = ({"num_units": 8, "dropout": 0.1, "optimizer": o, "learning_rate": 0.01} for o in ("adam", "sgd"))
-    old = [experiment.old_trial_name(adam), experiment.old_trial_name(sgd)]
+    old = [trial.old_trial_name(adam), trial.old_trial_name(sgd)]
 
     # An older train.py: its names, and Ctrl-C once the sgd trial's first epoch is backed up.
-    monkeypatch.setattr(experiment, "trial_name", experiment.old_trial_name)
+    monkeypatch.setattr(trial, "trial_name", trial.old_trial_name)
     on_epoch_end = trial.Backup.on_epoch_end
 
     def interrupt(self, epoch, logs=None):
@@ -178,4 +178,4 @@ def test_a_logdir_with_the_old_run_folder_names_is_continued_in_place(dataset, t
     continued = json.loads((logdir / old[1] / trial.TRIAL_FILE).read_text())
     assert continued["status"] == "success" and continued["resumed_from_epoch"] == 1 and continued["attempts"] == 2
     assert sorted(p.name for p in logdir.iterdir() if p.is_dir()) == sorted(old)  # no folder under a new name
-    assert experiment.trial_name(adam) not in (logdir / experiment.RESULTS_FILE).read_text()
+    assert trial.trial_name(adam) not in (logdir / experiment.RESULTS_FILE).read_text()

@@ -10,11 +10,8 @@ from pathlib import Path
 from conftest import metric, snapshot, trial_outcome
 from test_train import FAST, read_results
 
-import experiment
-import hparams as H
-import search
+from hparam_sweep import experiment, hooks, metrics as M, search, trial
 import train
-import trial
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -39,10 +36,10 @@ def test_halving_continues_the_best_third_and_the_dashboard_tells_how_far_each_w
         assert not (logdir / name / "backup").exists()  # never continued: no training state kept
 
     rows = read_results(logdir)
-    assert rows[0]["run"] == winner and [int(r[H.METRIC_EPOCHS]) for r in rows] == [3, 1, 1]
+    assert rows[0]["run"] == winner and [int(r[M.EPOCHS]) for r in rows] == [3, 1, 1]
     groups = {g["name"]: g for g in tensorboard(logdir).wait_for(3)}
     assert {n: g["sessions"][0]["status"] for n, g in groups.items()} == dict.fromkeys(groups, "STATUS_SUCCESS")
-    assert {n: metric(g["metricValues"], H.METRIC_EPOCHS) for n, g in groups.items()} == {
+    assert {n: metric(g["metricValues"], M.EPOCHS) for n, g in groups.items()} == {
         n: 3 if n == winner else 1 for n in groups}
     assert all(len(g["sessions"]) == 1 for g in groups.values())
     assert (logdir / experiment.BEST_MODEL_FILE).is_file()
@@ -57,11 +54,11 @@ def test_halving_continues_the_best_third_and_the_dashboard_tells_how_far_each_w
 
 def run_cli(dataset, logdir, *extra, kill_at=None):
     """train.py --deterministic in a subprocess (op determinism is process-wide and permanent); with
-    kill_at (trial._kill_point's NAME:N) it SIGKILLs itself there."""
+    kill_at (hooks.point's NAME:N) it SIGKILLs itself there."""
     argv = ["--data", str(dataset), "--logdir", str(logdir), *FAST, "--epochs", "3", "--deterministic", "--backup-minutes",
             "0", "--grid", "num_units=8", "--grid", "dropout=0.2", "--grid", "optimizer=adam,sgd", "--grid",
             "learning_rate=0.01", "--halving-rate", "2", *extra]
-    env = {**os.environ, trial.KILL_AT_ENV: kill_at or ""}
+    env = {**os.environ, hooks.KILL_AT_ENV: kill_at or ""}
     done = subprocess.run([sys.executable, str(ROOT / "train.py"), *argv], cwd=ROOT, env=env, capture_output=True, text=True)
     assert done.returncode == (-signal.SIGKILL if kill_at else 0), done.stdout + done.stderr
 

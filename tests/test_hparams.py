@@ -2,10 +2,11 @@ import pytest
 from tensorboard.plugins.hparams import api as hp
 
 import hparams as H
+from hparam_sweep import grid
 
 
 def test_default_grid_is_the_tutorials_36_trials():
-    trials = H.expand_grid()
+    trials = grid.expand_grid(H.HPARAMS)
     assert len(trials) == 36
     assert len({tuple(t.items()) for t in trials}) == 36
     assert {t["num_units"] for t in trials} == {256, 512}
@@ -25,18 +26,18 @@ def test_domains_are_the_tutorials():
 
 
 def test_override_parses_each_hparams_type():
-    hparams = H.override(H.HPARAMS, ["num_units=32,64", "dropout=0.5", "optimizer=sgd", "learning_rate=1e-2,0.1"])
-    trials = H.expand_grid(hparams)
+    hparams = grid.override(H.HPARAMS, ["num_units=32,64", "dropout=0.5", "optimizer=sgd", "learning_rate=1e-2,0.1"])
+    trials = grid.expand_grid(hparams)
     assert len(trials) == 4
     assert {type(t["num_units"]) for t in trials} == {int}
     assert {t["learning_rate"] for t in trials} == {0.01, 0.1}
     assert {t["dropout"] for t in trials} == {0.5}
     # The declarations themselves are untouched.
-    assert len(H.expand_grid()) == 36
+    assert len(grid.expand_grid(H.HPARAMS)) == 36
 
 
 def test_int_interval_expands_to_every_integer():
-    assert H.expand_grid([hp.HParam("layers", hp.IntInterval(1, 3))]) == [{"layers": 1}, {"layers": 2}, {"layers": 3}]
+    assert grid.expand_grid([hp.HParam("layers", hp.IntInterval(1, 3))]) == [{"layers": 1}, {"layers": 2}, {"layers": 3}]
 
 
 @pytest.mark.parametrize(
@@ -50,5 +51,5 @@ def test_int_interval_expands_to_every_integer():
     ],
 )
 def test_override_errors(spec, message):
-    with pytest.raises(H.GridError, match=message):
-        H.override(H.HPARAMS, [spec])
+    with pytest.raises(grid.GridError, match=message):
+        grid.override(H.HPARAMS, [spec])

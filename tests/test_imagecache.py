@@ -12,8 +12,7 @@ import pytest
 from PIL import Image
 from test_train import FAST
 
-import imagecache
-import pipeline
+from hparam_sweep import imagecache, pipeline
 import train
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -118,7 +117,7 @@ def test_processes_starting_together_decode_once(dataset, tmp_path):
     # Each process imports TensorFlow, says it is ready and waits for `go`, so that both ask for the
     # images at the same moment; the decode is slowed down so that the other one surely asks during it.
     script = (
-        "import sys, time; from pathlib import Path; import pipeline\n"
+        "import sys, time; from pathlib import Path; from hparam_sweep import pipeline\n"
         "decode = pipeline.decode_to_cache\n"
         "pipeline.decode_to_cache = lambda *a: time.sleep(3) or decode(*a)\n"
         "Path(sys.argv[1]).touch()\n"

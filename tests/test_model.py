@@ -6,8 +6,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-import pipeline
-from model import build_model
+from hparam_sweep import augment
+from hparam_sweep.model import build_model
 
 
 def test_model_is_the_tutorials():
@@ -42,7 +42,7 @@ def test_augmentation_in_the_model_trains_under_xla_and_only_when_training(tmp_p
     model = build_model(values, 24, xla=True, augment_seed=7)
     assert model.jit_compile is True
     augmentation = model.layers[0]
-    assert isinstance(augmentation, pipeline.RandomAffine)
+    assert isinstance(augmentation, augment.RandomAffine)
     x = tf.constant(np.random.default_rng(1).integers(0, 256, (8, 24, 24, 3)), tf.uint8)
     assert np.array_equal(augmentation(x, training=False).numpy(), tf.cast(x, tf.float32).numpy())
     first, second = augmentation(x, training=True), augmentation(x, training=True)

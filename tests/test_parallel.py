@@ -20,17 +20,11 @@ from conftest import metric, trial_outcome
 from test_resume import wait_for_file
 from test_train import FAST, read_results, trial_record
 
-import experiment
-import hparams as H
-import imagecache
-import pipeline
+from hparam_sweep import experiment, hooks, imagecache, metrics as M, pipeline, search, trial
 import train
-import trial
 
 ray = pytest.importorskip("ray")
 from ray.cluster_utils import Cluster  # noqa: E402 - only once Ray is known to be installed
-
-import parallel  # noqa: E402 - imports Ray
 
 ROOT = Path(__file__).resolve().parent.parent
 FOUR = ["--grid", "num_units=8,16", "--grid", "dropout=0.1", "--grid", "optimizer=adam,sgd", "--grid", "learning_rate=0.01"]
@@ -96,7 +90,7 @@ def test_worker_killed_mid_trial_is_retried_from_its_backup_or_recorded_failed(c
                                                                                monkeypatch, capsys, retries):
     # Every trial's worker process SIGKILLs itself right after its first backup (epoch 1's end),
     # in its first attempt only.
-    monkeypatch.setenv(trial.KILL_AT_ENV, "backup:1")
+    monkeypatch.setenv(hooks.KILL_AT_ENV, "backup:1")
     monkeypatch.setenv("TRIAL_KILL_ATTEMPTS", "1")
     logdir = tmp_path / "logs"
     code = train.main(["--ray", "--max-retries", str(retries), "--data", str(dataset), "--logdir", str(logdir), *FAST, *TWO])
@@ -146,7 +140,7 @@ def test_driver_killed_mid_grid_resumes_exactly_as_the_local_loop_runs(cluster, 
     driver = subprocess.Popen(
         [sys.executable, str(ROOT / "train.py"), "--ray-address", cluster.address, "--logdir", str(logdir), *args],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, trial.PAUSE_AT_ENV: f"history:2:{paused}"},
+        env={**os.environ, hooks.PAUSE_AT_ENV: f"history:2:{paused}"},
     )
     wait_for_file(driver, paused)
     # A second driver on the same logdir is refused while the first holds it.
@@ -187,12 +181,12 @@ def test_halving_on_ray_decides_and_trains_exactly_as_the_local_loop(cluster, da
     args = ["--data", str(dataset), *FAST, *FOUR, "--epochs", "3", "--search", "halving", "--min-epochs", "1",
             "--halving-rate", "2", "--deterministic"]
     logdir, local = tmp_path / "ray", tmp_path / "local"
-    # Each round's records as the driver holds them when it decides the rung (trial.json keeps only
-    # a trial's last rung: its start and end times, the worker that ran it).
-    rounds, record_decisions = [], train.record_decisions
-    monkeypatch.setattr(train, "record_decisions",
-                        lambda searcher, trials, records, *rest: rounds.append(dict(records))
-                        or record_decisions(searcher, trials, records, *rest))
+    # Each round's records as the loop holds them when it decides the rung (trial.json keeps only
+    # a trial's last rung: its start and end times, the worker that ran it). The first call is the
+    # loop's start, before any round.
+    rounds, decisions_of = [], search.Halving.decisions
+    monkeypatch.setattr(search.Halving, "decisions",
+                        lambda self, trials, records: rounds.append(dict(records)) or decisions_of(self, trials, records))
     assert train.main(["--ray", "--logdir", str(logdir), *args]) == 0
     monkeypatch.undo()
     out = capsys.readouterr().out
@@ -212,7 +206,7 @@ def test_halving_on_ray_decides_and_trains_exactly_as_the_local_loop(cluster, da
     rows, local_rows = read_results(logdir), read_results(local)
     assert [r["run"] for r in rows] == [r["run"] for r in local_rows] and rows[0]["run"] == winner
     for row, local_row in zip(rows, local_rows):
-        del row[H.METRIC_WALL_TIME], local_row[H.METRIC_WALL_TIME]
+        del row[M.WALL_TIME], local_row[M.WALL_TIME]
         assert row == local_row
     for name, trained in epochs.items():
         assert trial_outcome(logdir / name) == trial_outcome(local / name), name
@@ -224,7 +218,7 @@ def test_halving_on_ray_decides_and_trains_exactly_as_the_local_loop(cluster, da
 
     # Each rung's trials ran side by side: overlapping in time, or on both nodes.
     nodes = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
-    for decision, records in zip(decisions, rounds):
+    for decision, records in zip(decisions, rounds[1:]):
         if len(decision["trained"]) > 1:
             ran = [records[name] for name in decision["trained"]]
             spans = sorted(interval(r) for r in ran)
@@ -232,7 +226,7 @@ def test_halving_on_ray_decides_and_trains_exactly_as_the_local_loop(cluster, da
             assert overlapped or {r["worker"]["node_id"] for r in ran} == nodes, (decision["epochs"], spans)
 
     # best_model.keras is the fully trained winner's model: the local loop's, weight for weight.
-    assert json.loads((logdir / parallel.BEST_FILE).read_text())["name"] == winner
+    assert json.loads((logdir / experiment.BEST_FILE).read_text())["name"] == winner
     ray_weights, local_weights = (keras.models.load_model(d / experiment.BEST_MODEL_FILE).get_weights()
                                   for d in (logdir, local))
     assert len(ray_weights) == len(local_weights) and all(map(np.array_equal, ray_weights, local_weights))
@@ -240,7 +234,7 @@ def test_halving_on_ray_decides_and_trains_exactly_as_the_local_loop(cluster, da
     # The dashboard: one session per trial, SUCCESS, with how many epochs it trained.
     groups = tensorboard(logdir).wait_for(4)
     assert len(groups) == 4 and all(len(g["sessions"]) == 1 for g in groups)
-    assert {g["name"]: (g["sessions"][0]["status"], metric(g["metricValues"], H.METRIC_EPOCHS)) for g in groups} == {
+    assert {g["name"]: (g["sessions"][0]["status"], metric(g["metricValues"], M.EPOCHS)) for g in groups} == {
         name: ("STATUS_SUCCESS", trained) for name, trained in epochs.items()}
 
 
@@ -266,7 +260,7 @@ def test_a_ray_started_by_the_driver_runs_trials_at_the_local_loops_priority():
     # Ray's default puts its workers at nice 15, below its own daemons and whatever else runs
     # (TensorBoard beside the sweep): the trials would wait for them. A Ray of its own, in a fresh
     # process: this session's cluster is joined, not started, by parallel.connected.
-    script = ("import os, ray, parallel\n"
+    script = ("import os, ray\nfrom hparam_sweep import parallel\n"
               "def niceness():\n    return os.nice(0)\n"
               "with parallel.connected():\n"
               "    print('worker', ray.get(ray.remote(niceness).remote()), 'driver', niceness())\n")

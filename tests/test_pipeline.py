@@ -3,12 +3,12 @@
 import numpy as np
 import tensorflow as tf
 
-import pipeline
+from hparam_sweep import augment, pipeline
 
 
 def test_augmentation_ranges_match_the_tutorial():
     n, size = 20000, 100.0
-    t = pipeline.augment_params(tf.constant([1, 2], tf.int64), n, size, size).numpy()
+    t = augment.augment_params(tf.constant([1, 2], tf.int64), n, size, size).numpy()
     a0, a1, a2, b0, b1, b2 = (t[:, i] for i in range(6))
     flipped = a0 * (b1) - a1 * b0 < 0  # a flip makes the linear part's determinant negative
     assert 0.45 < flipped.mean() < 0.55
@@ -31,7 +31,7 @@ def test_augmentation_ranges_match_the_tutorial():
 
 def test_augment_fills_with_nearest_and_keeps_uint8():
     flat = tf.fill([4, 16, 16, 3], tf.constant(77, tf.uint8))
-    out = pipeline.augment(flat, tf.constant([0, 0], tf.int64))
+    out = augment.augment(flat, tf.constant([0, 0], tf.int64))
     assert out.dtype == tf.uint8 and out.shape == (4, 16, 16, 3)
     assert np.all(out.numpy() == 77)  # nearest fill: no black corners after rotating
 
@@ -55,11 +55,11 @@ def test_validation_is_never_augmented_and_training_is(dataset):
 def test_warp_matches_the_input_pipelines_transform():
     """RandomAffine's XLA-compatible warp samples exactly as ImageProjectiveTransformV3 does."""
     images = tf.constant(np.random.default_rng(0).integers(0, 256, (16, 20, 28, 3)), tf.float32)
-    transforms = pipeline.augment_params(tf.constant([3, 4], tf.int64), 16, 20.0, 28.0)
+    transforms = augment.augment_params(tf.constant([3, 4], tf.int64), 16, 20.0, 28.0)
     reference = tf.raw_ops.ImageProjectiveTransformV3(
         images=images, transforms=transforms, output_shape=[20, 28], fill_value=0.0,
         interpolation="BILINEAR", fill_mode="NEAREST")
-    ours = tf.function(pipeline.warp, jit_compile=True)(images, transforms)
+    ours = tf.function(augment.warp, jit_compile=True)(images, transforms)
     assert np.abs(ours.numpy() - reference.numpy()).max() < 0.01
 
 

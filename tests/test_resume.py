@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,16 +13,14 @@ import pytest
 from conftest import snapshot, trial_outcome
 from test_train import CPU
 
-import experiment
-import hparams as H
+from hparam_sweep import hooks, metrics as M, trial
 import train
-import trial
 
 ROOT = Path(__file__).resolve().parent.parent
 EPOCHS = 3
 SLOW = ["--image-size", "32", "--batch-size", "8", "--epochs", str(EPOCHS), "--steps-per-epoch", "6", "--quiet", *CPU]
 TWO_TRIALS = ["--grid", "num_units=8", "--grid", "dropout=0.1", "--grid", "optimizer=adam,sgd", "--grid", "learning_rate=0.01"]
-NAMES = [experiment.trial_name({"num_units": 8, "dropout": 0.1, "optimizer": o, "learning_rate": 0.01}) for o in ("adam", "sgd")]
+NAMES = [trial.trial_name({"num_units": 8, "dropout": 0.1, "optimizer": o, "learning_rate": 0.01}) for o in ("adam", "sgd")]
 
 
 def start_grid(dataset, logdir, *extra, env=None):
@@ -68,7 +67,7 @@ def test_interrupted_grid_resumes_where_it_stopped(dataset, tmp_path, tensorboar
     # the logs: each trial writes them when it starts and after each of its 3 epochs), so the
     # signal lands mid-trial however fast the machine is.
     paused = tmp_path / "paused"
-    process = start_grid(dataset, logdir, env={trial.PAUSE_AT_ENV: f"history:6:{paused}"})
+    process = start_grid(dataset, logdir, env={hooks.PAUSE_AT_ENV: f"history:6:{paused}"})
     wait_for_file(process, paused)
     assert epochs_logged(logdir / NAMES[1]) == [0]
 
@@ -141,21 +140,21 @@ def test_failing_trials_are_recorded_and_the_grid_goes_on(dataset, tmp_path, ten
 def run_one_trial(dataset, logdir, kill_at=None, seed=42):
     """One --deterministic trial (dropout and augmentation on, so every RNG counts) backed up after
     every step, in a subprocess: op determinism is process-wide and permanent. With kill_at
-    (trial._kill_point's NAME:N) the process SIGKILLs itself there; returns its exit code."""
+    (hooks.point's NAME:N) the process SIGKILLs itself there; returns its exit code."""
     argv = ["--data", str(dataset), "--logdir", str(logdir), "--image-size", "24", "--batch-size", "8", "--epochs", "3",
             "--steps-per-epoch", "4", "--quiet", *CPU, "--deterministic", "--backup-minutes", "0", "--grid", "num_units=8",
             "--grid", "dropout=0.2", "--grid", "optimizer=adam", "--grid", "learning_rate=0.01", "--seed", str(seed)]
-    env = {**os.environ, trial.KILL_AT_ENV: kill_at or ""}
+    env = {**os.environ, hooks.KILL_AT_ENV: kill_at or ""}
     done = subprocess.run([sys.executable, str(ROOT / "train.py"), *argv], cwd=ROOT, env=env, capture_output=True, text=True)
     assert done.returncode == (-signal.SIGKILL if kill_at else 0), done.stdout + done.stderr
     return done.returncode
 
 
 def test_a_trial_killed_anywhere_ends_bit_identical_to_an_uninterrupted_one(dataset, tmp_path):
-    name = experiment.trial_name({"num_units": 8, "dropout": 0.2, "optimizer": "adam", "learning_rate": 0.01})
+    name = trial.trial_name({"num_units": 8, "dropout": 0.2, "optimizer": "adam", "learning_rate": 0.01})
     run_one_trial(dataset, tmp_path / "straight")
     expected = trial_outcome(tmp_path / "straight" / name)
-    assert sorted(expected[2]) == [(g, t) for g in ("train", "validation") for t in (H.EPOCH_ACCURACY, H.EPOCH_LOSS)]
+    assert sorted(expected[2]) == [(g, t) for g in ("train", "validation") for t in (M.EPOCH_ACCURACY, M.EPOCH_LOSS)]
     assert all([step for step, _ in points] == [0, 1, 2] for points in expected[2].values())
     record = json.loads((tmp_path / "straight" / name / trial.TRIAL_FILE).read_text())
     assert record["settings"]["deterministic"] and not record["settings"]["xla"]
@@ -179,3 +178,32 @@ def test_a_trial_killed_anywhere_ends_bit_identical_to_an_uninterrupted_one(data
     run_one_trial(dataset, tmp_path / "other-seed", seed=7)
     assert trial_outcome(tmp_path / "other-seed" / name)[:2] != expected[:2]
     assert not (logdir / name / trial.BACKUP_DIR).exists()
+
+
+def test_a_logdir_written_before_the_package_move_resumes_in_place(tmp_path, capsys):
+    """tests/fixtures/logdir-before-package: a logdir written by train.py before the code moved
+    into hparam_sweep/, its grid SIGKILLed (TRIAL_KILL_AT=history:5) once the second trial had
+    backed up its first epoch. The same command continues it in place, bit-identical to a
+    straight run of today's code."""
+    fixture = tmp_path / "old"
+    shutil.copytree(ROOT / "tests" / "fixtures" / "logdir-before-package", fixture)
+    data, logdir = fixture / "data", fixture / "logs"
+    # Settings record the data folder's absolute path: where the fixture was made, here where it lies now.
+    for path in [logdir / "experiment.json", *logdir.glob(f"*/{trial.TRIAL_FILE}")]:
+        path.write_text(path.read_text().replace('"/tmp/fx/data"', json.dumps(str(data))))
+    argv = ["--image-size", "16", "--batch-size", "4", "--epochs", "2", "--steps-per-epoch", "2", "--quiet",
+            "--grid", "num_units=4", "--grid", "dropout=0.1", "--grid", "optimizer=sgd",
+            "--grid", "learning_rate=0.01,0.02", "--seed", "3", "--no-cache", "--deterministic", "--data", str(data)]
+    finished, killed = "sgd-lr0.01-u4-d0.1", "sgd-lr0.02-u4-d0.1"
+    before = snapshot(logdir / finished)
+
+    assert train.main([*argv, "--logdir", str(logdir)]) == 0
+    assert "Reusing 1 finished trial(s)" in capsys.readouterr().out
+    assert snapshot(logdir / finished) == before
+    resumed = json.loads((logdir / killed / trial.TRIAL_FILE).read_text())
+    assert (resumed["status"], resumed["resumed_from_epoch"], resumed["attempts"]) == ("success", 1, 2)
+
+    straight = tmp_path / "straight"
+    assert train.main([*argv, "--logdir", str(straight)]) == 0
+    for name in (finished, killed):
+        assert trial_outcome(logdir / name) == trial_outcome(straight / name), name

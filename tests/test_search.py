@@ -2,10 +2,11 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-import search
+from hparam_sweep import search
 
 SETTINGS = {"epochs": 5}
 
@@ -104,5 +105,5 @@ def test_a_failed_trial_never_goes_on_even_when_all_fail():
 
 
 def test_search_does_not_import_tensorflow():
-    code = "import sys, search; assert 'tensorflow' not in sys.modules, 'tensorflow imported'"
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=search.__file__.rsplit("/", 1)[0])
+    code = "import sys; from hparam_sweep import search; assert 'tensorflow' not in sys.modules, 'tensorflow imported'"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(search.__file__).parents[1])

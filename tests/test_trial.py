@@ -7,8 +7,7 @@ from pathlib import Path
 import pytest
 from conftest import trial_outcome
 
-import pipeline
-import trial
+from hparam_sweep import pipeline, trial
 
 VALUES = {"num_units": 8, "dropout": 0.1, "optimizer": "adam", "learning_rate": 0.01}
 
@@ -63,7 +62,7 @@ import sys
 from pathlib import Path
 import tensorflow as tf
 sys.path[:0] = ["tests", "."]
-import pipeline, trial
+from hparam_sweep import pipeline, trial
 from test_trial import VALUES, settings
 tf.config.experimental.enable_op_determinism()
 dataset, out = map(Path, sys.argv[1:])

@@ -1,6 +1,6 @@
 """A synthetic cats-vs-dogs set for `python train.py --demo`: no download needed.
 
-    python data_split.py --demo data/demo      # draw the images and split them into data/demo
+    python data_split.py --demo data/demo      # draw the images (here) and split them (data_split.py)
 
 Cats have a round face with pointed ears, dogs a long face, a muzzle and floppy ears, drawn at
 random places, sizes and colours on cluttered backgrounds, so that the model has to learn
@@ -17,8 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from common import read_json
-from data_split import LABELS, SPLIT_JSON, Config, SplitError, run_split
+from hparam_sweep.common import LABELS, UsageError, read_json
 
 DEMO_VERSION = 1  # bump when the drawing changes, so cached demo images are redrawn
 
@@ -95,18 +94,19 @@ def draw_demo_images(folder: Path, images_per_class: int, size: int, seed: int):
             draw_pet(label, rng, size).save(folder / f"{label}.{i}.jpg", quality=90)
 
 
-def prepare_demo(dest: Path, images_per_class: int = 200, size: int = 64, seed: int = 0) -> Path:
-    """Make a synthetic cats-vs-dogs set and split it into dest like real data; return dest.
+def draw_demo_source(dest: Path, images_per_class: int = 200, size: int = 64, seed: int = 0) -> Path:
+    """Draw a synthetic cats-vs-dogs set next to dest, in `<dest>-source/train/` (Kaggle's flat
+    layout, outside what data_split.py --force clears); return that folder, for data_split.py to split.
 
-    The raw images live next to dest in `<dest>-source/train/`, outside what --force clears, and
-    are drawn only when missing or made with other arguments, so a repeat call is a quick no-op.
+    The images are drawn only when missing or made with other arguments, so a repeat call is a
+    quick no-op.
     """
     dest = Path(dest).expanduser().resolve()
     raw = dest.parent / f"{dest.name}-source"
     wanted = {"version": DEMO_VERSION, "images_per_class": images_per_class, "size": size, "seed": seed}
     if read_json(raw / "demo.json") != wanted:
         if raw.exists() and read_json(raw / "demo.json") is None:
-            raise SplitError(f"{raw} exists and is not a demo image folder: move it away")
+            raise UsageError(f"{raw} exists and is not a demo image folder: move it away")
         shutil.rmtree(raw, ignore_errors=True)
         partial = raw.with_name(raw.name + ".partial")  # renamed when complete: no half-drawn set
         shutil.rmtree(partial, ignore_errors=True)
@@ -114,7 +114,4 @@ def prepare_demo(dest: Path, images_per_class: int = 200, size: int = 64, seed: 
         draw_demo_images(partial / "train", images_per_class, size, seed)
         (partial / "demo.json").write_text(json.dumps(wanted) + "\n")
         partial.rename(raw)
-    source = raw / "train"
-    previous = read_json(dest / SPLIT_JSON) or {}
-    run_split(Config(source=source, dest=dest, force=previous.get("source") == str(source)))
-    return dest
+    return raw / "train"

@@ -13,9 +13,6 @@ SPLITS = ("train", "validation")
 BACKUP_MINUTES = 5.0  # a trial backs up this often (and at each epoch end): a kill loses at most this much training
 MANIFEST = "manifest.csv"  # data_split.py's record of every kept image; its hash fingerprints the data
 
-KILL_AT_ENV = "TRIAL_KILL_AT"  # test hooks, see trial._kill_point
-PAUSE_AT_ENV = "TRIAL_PAUSE_AT"
-
 FINISHED = ("success", "failure")  # a trial's end statuses in trial.json; other statuses mean it may go on
 
 

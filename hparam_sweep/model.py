@@ -1,13 +1,14 @@
 """The model: the HParams tutorial's small CNN and the optimizers it is tried with.
 
-Edit this file (with hparams.py) to try another architecture: `build_model` is all the trainer
-calls. It takes uint8 images of (image_size, image_size, 3) and returns [P(cat), P(dog)].
+Edit this file (with hparams.py, the domains) to try another architecture: `build_model` is all
+the trainer calls. It takes uint8 images of (image_size, image_size, 3) and returns [P(cat), P(dog)].
 """
 
 import keras
 
-import hparams as H
-import pipeline
+from hparam_sweep import metrics
+from hparam_sweep.augment import RandomAffine
+from hparam_sweep.common import CLASS_DIRS
 
 OPTIMIZERS = {"adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD, "rmsprop": keras.optimizers.RMSprop}
 
@@ -26,7 +27,7 @@ def build_model(values, image_size, xla=False, augment_seed=None):
     otherwise the input pipeline augments.
     """
     layers = keras.layers
-    augmentation = [] if augment_seed is None else [pipeline.RandomAffine(augment_seed)]
+    augmentation = [] if augment_seed is None else [RandomAffine(augment_seed)]
     model = keras.Sequential(
         [
             keras.Input((image_size, image_size, 3), dtype="uint8"),
@@ -41,13 +42,13 @@ def build_model(values, image_size, xla=False, augment_seed=None):
             layers.Flatten(),
             layers.Dense(values["num_units"], activation="relu"),
             # float32 output keeps the softmax and the loss exact under mixed precision.
-            layers.Dense(len(pipeline.CLASS_DIRS), activation="softmax", dtype="float32"),
+            layers.Dense(len(CLASS_DIRS), activation="softmax", dtype="float32"),
         ]
     )
     model.compile(
         optimizer=make_optimizer(values["optimizer"], values["learning_rate"]),
         loss="categorical_crossentropy",
-        metrics=[H.METRIC_ACCURACY],
+        metrics=[metrics.ACCURACY],
         jit_compile=xla,
     )
     return model

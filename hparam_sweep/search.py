@@ -2,8 +2,9 @@
 
 Plain Python over trial records (the dicts trial.run returns and trial.json holds), so it is
 testable without TensorFlow and does not care where trials run. A search's `rounds` is a
-generator: each round is a list of Tasks that may run in any order or all at once; the runner
-runs them, puts their records into the dict it shares with the search, and asks for the next.
+generator: each round is a list of Tasks that may run in any order or all at once; the loop
+(loop.py) has an executor run them, puts their records into the dict it shares with the search,
+and asks for the next.
 Decisions are pure functions of the records, so a rerun after a kill makes the same ones.
 
 Two searches over the same grid of trials:
@@ -15,8 +16,8 @@ Two searches over the same grid of trials:
 import math
 from dataclasses import dataclass
 
-import hparams as H
-from common import FINISHED
+from hparam_sweep import metrics
+from hparam_sweep.common import FINISHED
 
 
 @dataclass(frozen=True)
@@ -59,9 +60,9 @@ def metrics_at(record, epoch):
         return None
     if epoch == epochs_trained(record):
         m = record["metrics"]
-        return m[H.METRIC_ACCURACY], m[H.METRIC_VAL_LOSS]
+        return m[metrics.ACCURACY], m[metrics.VAL_LOSS]
     row = record["curve"][epoch - 1]
-    return row[H.METRIC_ACCURACY], row[H.METRIC_VAL_LOSS]
+    return row[metrics.ACCURACY], row[metrics.VAL_LOSS]
 
 
 class Grid:
@@ -74,7 +75,7 @@ class Grid:
         return {"search": "grid"}
 
     def rounds(self, trials, records):
-        """trials: {name: hparam values} in grid order; records: {name: record}, updated by the runner."""
+        """trials: {name: hparam values} in grid order; records: {name: record}, updated by the loop."""
         tasks = [Task(n, v, self.epochs) for n, v in trials.items() if not is_done(records.get(n), self.epochs)]
         if tasks:
             yield tasks
@@ -154,6 +155,6 @@ def ranked(records):
     def key(r):
         m = r.get("metrics") or {}
         trained = epochs_trained(r) if r["status"] == "success" else 0
-        return (r["status"] != "success", -trained, -m.get(H.METRIC_ACCURACY, 0.0), m.get(H.METRIC_VAL_LOSS, 0.0))
+        return (r["status"] != "success", -trained, -m.get(metrics.ACCURACY, 0.0), m.get(metrics.VAL_LOSS, 0.0))
 
     return sorted(records, key=key)

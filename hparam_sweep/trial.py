@@ -16,13 +16,14 @@ after a crash, or with a higher epoch count once the trial has reached a lower o
 import csv
 import datetime
 import gc
+import hashlib
 import json
 import math
 import os
 import platform
+import re
 import shlex
 import shutil
-import signal
 import sys
 import time
 import traceback
@@ -37,10 +38,9 @@ from tensorboard.plugins.hparams import api as hp
 from tensorboard.plugins.hparams import api_pb2
 from tensorboard.plugins.hparams import summary as hp_summary
 
-import hparams as H
-import pipeline
-from common import BACKUP_MINUTES, KILL_AT_ENV, PAUSE_AT_ENV, read_json, write_json
-from model import build_model
+from hparam_sweep import hooks, metrics, pipeline
+from hparam_sweep.common import BACKUP_MINUTES, read_json, write_json
+from hparam_sweep.model import build_model
 
 TRIAL_FILE = "trial.json"
 HISTORY_FILE = "history.csv"
@@ -64,6 +64,59 @@ class Settings:
     mixed_precision: bool
     xla: bool
     augment_in_model: bool
+
+
+# Run folder names, which the dashboard shows as Trial IDs in a narrow column: these hparams
+# first, in this order, each value after its short label (adam-lr0.001-u256-d0.1), so that the
+# values that tell trials apart come first. An hparam not listed follows, labelled by its name.
+NAME_LABELS = {"optimizer": "", "learning_rate": "lr", "num_units": "u", "dropout": "d"}
+# A string value is used as it is only when it is safe in a folder name on Linux, macOS and
+# Windows and cannot run into another value: lower case (macOS and Windows ignore case), no "-"
+# (the separator), no leading or trailing dot, short.
+PLAIN_STRING = re.compile(r"[a-z0-9_+]([a-z0-9._+]{0,18}[a-z0-9_+])?")
+WINDOWS_RESERVED = re.compile(r"(con|prn|aux|nul|com\d|lpt\d)(\..*)?", re.IGNORECASE)
+MAX_NAME = 60
+
+
+def trial_name(values):
+    """Run folder name and dashboard Trial ID, e.g. adam-lr0.001-u256-d0.1: hparams.NAME_LABELS'
+    order, unique per combination, the same whatever else is in the grid, valid on every OS.
+
+    Numbers are written as Python's repr (the shortest form that reads back as the same float);
+    a string that is not plain is written with unsafe characters replaced, and the name then ends
+    in a hash of all the values, so that "a/b" and "a_b" still get different names.
+    """
+    order = [*(n for n in NAME_LABELS if n in values), *(n for n in values if n not in NAME_LABELS)]
+    parts, exact = [], True
+    for name in order:
+        value = values[name]
+        if isinstance(value, bool):
+            text = str(value).lower()
+        elif isinstance(value, (int, float)):
+            text = repr(value)
+        else:
+            text = str(value)
+            if not PLAIN_STRING.fullmatch(text):
+                exact = False
+                text = re.sub(r"[^a-z0-9_+]+", "_", text.lower())[:20] or "_"
+        parts.append(NAME_LABELS.get(name, name) + text)
+    name = "-".join(parts)
+    if not exact or len(name) > MAX_NAME or WINDOWS_RESERVED.fullmatch(name):
+        digest = hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:8]
+        name = f"{name[:MAX_NAME - 9]}-{digest}"
+    return name
+
+
+def old_trial_name(values):
+    """The run folder name of the first releases (num_units=256,dropout=0.1,...): logdirs written then keep working."""
+    return ",".join(f"{name}={value}" for name, value in values.items())
+
+
+def run_folder(logdir, values):
+    """The trial's run folder in logdir: one of an older run under its old name, used where it is
+    (never renamed: it holds the user's results), otherwise trial_name's."""
+    old = logdir / old_trial_name(values)
+    return old if (old / TRIAL_FILE).exists() else logdir / trial_name(values)
 
 
 class TrialFailed(Exception):
@@ -106,26 +159,6 @@ def read_curves(run_dir):
         for tag in events.Tags()[event_accumulator.TENSORS]:
             curves[(group, tag)] = [(e.step, float(tf.make_ndarray(e.tensor_proto))) for e in events.Tensors(tag)]
     return curves
-
-
-def _kill_point(name):
-    """Test hooks, so that tests can stop a trial in a chosen window (e.g. between a backup and the
-    epoch's logs) instead of at a random moment. With TRIAL_KILL_AT=NAME:N in the environment this
-    process SIGKILLs itself the Nth time it reaches point NAME; with TRIAL_PAUSE_AT=NAME:N:FILE it
-    creates FILE there and waits for the signal the test sends once it sees FILE."""
-    _reached[name] = _reached.get(name, 0) + 1
-    target, _, count = os.environ.get(KILL_AT_ENV, "").partition(":")
-    if target == name and _reached[name] == int(count or 1):
-        os.kill(os.getpid(), signal.SIGKILL)
-    target, _, rest = os.environ.get(PAUSE_AT_ENV, "").partition(":")
-    count, _, flag = rest.partition(":")
-    if target == name and _reached[name] == int(count or 1):
-        Path(flag).touch()
-        while True:
-            time.sleep(1)
-
-
-_reached = {}
 
 
 class Backup(keras.callbacks.Callback):
@@ -177,14 +210,14 @@ class Backup(keras.callbacks.Callback):
         self.manager.save(checkpoint_number=int(self.step))
         self.saved_at = time.monotonic()
         self.seconds_saving += self.saved_at - start
-        _kill_point("backup")
+        hooks.point("backup")
 
     def write_logs(self, rows):
         """Bring history.csv and the TensorBoard epoch curves in line with rows, writing only the
         points that are missing: a point already in an event file is never written twice."""
         if rows or (self.run_dir / HISTORY_FILE).exists():
             write_history(self.run_dir / HISTORY_FILE, rows)
-        _kill_point("history")
+        hooks.point("history")
         logged = {(group, tag, step) for (group, tag), points in read_curves(self.run_dir).items() for step, _ in points}
         for group in CURVE_GROUPS:
             # The Keras TensorBoard callback's folders and tags, which hparams.METRICS name.
@@ -231,7 +264,7 @@ class Backup(keras.callbacks.Callback):
 
 
 def fit(values, settings, data, run_dir, epochs, verbose="auto", backup_minutes=BACKUP_MINUTES):
-    """Train up to `epochs` epochs in run_dir; return (model, metrics, resumed_from_step, backup_seconds).
+    """Train up to `epochs` epochs in run_dir; return (model, summary metrics, resumed_from_step, backup_seconds).
 
     An interrupted or earlier-stopped trial continues from its backup, at the step it was backed up
     at; `run` deletes the backup once the trial is finished. A NaN loss stops training and raises
@@ -270,13 +303,13 @@ def fit(values, settings, data, run_dir, epochs, verbose="auto", backup_minutes=
     if model.stop_training or bad or not history:
         raise TrialFailed(f"loss became NaN in epoch {(bad or [len(history)])[0] + 1}")
     last = history[-1]
-    metrics = {
-        H.METRIC_ACCURACY: last["val_accuracy"],
-        H.METRIC_BEST_ACCURACY: max(row["val_accuracy"] for row in history),
-        H.METRIC_VAL_LOSS: last["val_loss"],
-        H.METRIC_WALL_TIME: round(time.monotonic() - start, 3),
+    summary = {
+        metrics.ACCURACY: last["val_accuracy"],
+        metrics.BEST_ACCURACY: max(row["val_accuracy"] for row in history),
+        metrics.VAL_LOSS: last["val_loss"],
+        metrics.WALL_TIME: round(time.monotonic() - start, 3),
     }
-    return model, metrics, resumed_from, round(backup.seconds_saving, 3)
+    return model, summary, resumed_from, round(backup.seconds_saving, 3)
 
 
 def run(values, settings, data, run_dir, epochs=None, verbose="auto", on_success=None, backup_minutes=BACKUP_MINUTES):
@@ -305,14 +338,14 @@ def run(values, settings, data, run_dir, epochs=None, verbose="auto", on_success
     registered = set(gradient_registry())
     try:
         try:
-            model, metrics, step, record["backup_s"] = fit(values, settings, data, run_dir, epochs, verbose,
+            model, summary, step, record["backup_s"] = fit(values, settings, data, run_dir, epochs, verbose,
                                                            backup_minutes)
-            metrics[H.METRIC_EPOCHS] = epochs
+            summary[metrics.EPOCHS] = epochs
             # Every epoch's validation metrics, so that a search can compare trials at any earlier epoch.
-            curve = [{H.METRIC_ACCURACY: row["val_accuracy"], H.METRIC_VAL_LOSS: row["val_loss"]}
+            curve = [{metrics.ACCURACY: row["val_accuracy"], metrics.VAL_LOSS: row["val_loss"]}
                      for row in read_history(run_dir / HISTORY_FILE)[:epochs]]
             record.update(resumed_from_step=step, resumed_from_epoch=step // settings.steps_per_epoch)
-            record.update(status="success", metrics=metrics, epochs=epochs, curve=curve,
+            record.update(status="success", metrics=summary, epochs=epochs, curve=curve,
                           dtype_policy=model.dtype_policy.name)
         except KeyboardInterrupt:
             record["status"] = "interrupted"
@@ -371,7 +404,7 @@ def load(run_dir):
     return read_json(Path(run_dir) / TRIAL_FILE)
 
 
-def write_session(run_dir, values, name, status=None, metrics=None):
+def write_session(run_dir, values, name, status=None, summary=None):
     """Write the HParams session start, or its end with a status and the summary metrics.
 
     hp.KerasCallback is not used: it always ends a session with STATUS_SUCCESS, and a failed
@@ -382,7 +415,7 @@ def write_session(run_dir, values, name, status=None, metrics=None):
         if status is None:
             hp.hparams(values, trial_id=name)
         else:
-            for tag, value in (metrics or {}).items():
+            for tag, value in (summary or {}).items():
                 tf.summary.scalar(tag, value, step=0)
             pb = hp_summary.session_end_pb(status)
             tf.summary.experimental.write_raw_pb(pb.SerializeToString(), step=0)

@@ -17,25 +17,19 @@ process, and trial.run resumes from the trial's backup; after the last retry the
 the trial as FAILURE with the reason, and the search goes on.
 """
 
-import datetime
-import fcntl
 import os
 import socket
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
 import ray
 
-from common import KILL_AT_ENV, PAUSE_AT_ENV, UsageError, read_json, write_json
+from hparam_sweep import hooks
+from hparam_sweep.common import UsageError, write_json
 
 # The trial modules (TensorFlow, seconds to import) are imported in the functions that use them:
-# `import parallel` stays light, so that the driver starts Ray, and has Ray start the trial
+# `from hparam_sweep import parallel` stays light, so that the driver starts Ray, and has Ray start the trial
 # processes' imports (warm_up), before it imports TensorFlow itself.
-
-BEST_FILE = ".best.json"  # the record best_model.keras was saved from (see keep_if_best)
-KILL_ATTEMPTS_ENV = "TRIAL_KILL_ATTEMPTS"  # test hook: TRIAL_KILL_AT acts only in a trial's first N attempts
-HOOKS = (KILL_AT_ENV, PAUSE_AT_ENV, KILL_ATTEMPTS_ENV)
 
 
 @contextmanager
@@ -68,13 +62,13 @@ def connected(address=None):
 
 def _import_trial_modules():
     """What a fresh worker process imports before its first trial: the trial modules, TensorFlow."""
-    import experiment  # noqa: F401 - and through it trial, pipeline, imagecache, TensorFlow
+    from hparam_sweep import experiment  # noqa: F401 - and through it trial, pipeline, imagecache, TensorFlow
 
 
 def warm_up(cluster, cpus_per_trial):
     """Have Ray start a worker process for each trial slot of the cluster and import TensorFlow in
     it now, while the driver imports its own: the first trials then start without that wait. Not
-    on a cluster with GPUs, where each trial gets a fresh process anyway (see run_trials)."""
+    on a cluster with GPUs, where each trial gets a fresh process anyway (see RayExecutor)."""
     if cluster.get("GPU", 0):
         return
     slots = sum(int(n["Resources"].get("CPU", 0) // cpus_per_trial) for n in ray.nodes() if n["Alive"])
@@ -90,8 +84,7 @@ def worker_data(settings, cache_dir, use_cache):
     """The (train, validation) ImageSets, loaded once per worker process from this machine's decode
     cache (imagecache.py): the first process of a machine decodes them into it, the others wait
     for it and map the files. cache_dir None: this machine's default cache folder."""
-    import imagecache
-    import pipeline
+    from hparam_sweep import imagecache, pipeline
 
     wanted = (settings.data, settings.data_fingerprint, settings.image_size, cache_dir, use_cache)
     if wanted not in _worker_data:
@@ -106,38 +99,12 @@ def worker_data(settings, cache_dir, use_cache):
     return _worker_data[wanted]
 
 
-def keep_if_best(logdir, names, settings):
-    """on_success for a worker: save the model as best_model.keras if it ranks first, as results.csv
-    ranks, among the finished trials of this grid; concurrent workers take turns (flock).
-
-    The trials finishing at the same moment have not written their trial.json yet when another
-    one compares, so the record the current best_model.keras came from is kept beside it (BEST_FILE).
-    """
-    import experiment
-    import search
-
-    def keep(model, record):
-        if record["epochs"] != settings.epochs:  # only a fully trained trial can be the best
-            return
-        with (logdir / (BEST_FILE + ".lock")).open("a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            others = [r for n, r in experiment.reusable_records(logdir, names, settings).items() if n != record["name"]]
-            best = read_json(logdir / BEST_FILE)
-            if best and best.get("settings") == record["settings"] and best["name"] != record["name"]:
-                others.append(best)
-            if search.ranked([*others, record])[0] is record:
-                experiment.save_best(logdir, model)
-                write_json(logdir / BEST_FILE, record)
-
-    return keep
-
-
-def run_task(task, settings, logdir, names, verbose, backup_minutes, cache, hooks):
+def run_task(task, settings, logdir, on_success, verbose, backup_minutes, cache, requested_hooks):
     """One trial, in a Ray worker process: trial.run in the trial's run folder; returns its record.
     cache: (--cache-dir or None, whether to use a cache at all)."""
     import tensorflow as tf
 
-    import trial
+    from hparam_sweep import trial
 
     # Before this process's TensorFlow touches a GPU: take memory as needed, not the whole card,
     # so that --trials-per-gpu trials fit on one.
@@ -149,16 +116,9 @@ def run_task(task, settings, logdir, names, verbose, backup_minutes, cache, hook
     if settings.deterministic:
         tf.config.experimental.enable_op_determinism()
     run_dir = Path(logdir) / task.name
-    earlier = trial.load(run_dir) or {}
-    for name in HOOKS:
-        os.environ.pop(name, None)
-        if name in hooks:
-            os.environ[name] = hooks[name]
-    if earlier.get("attempts", 0) >= int(hooks.get(KILL_ATTEMPTS_ENV, 1 << 30)):
-        os.environ.pop(KILL_AT_ENV, None)
-    trial._reached.clear()  # hook counts are per trial, also in a reused worker process
+    hooks.install(requested_hooks, attempt=(trial.load(run_dir) or {}).get("attempts", 0) + 1)
     record = trial.run(task.values, settings, worker_data(settings, *cache), run_dir, task.epochs, verbose,
-                       keep_if_best(Path(logdir), names, settings), backup_minutes)
+                       on_success, backup_minutes)
     # Where it ran: a trial's record says which machine and process trained it.
     context = ray.get_runtime_context()
     record["worker"] = {"node_id": context.get_node_id(), "host": socket.gethostname(), "pid": os.getpid(),
@@ -175,72 +135,51 @@ def failure_reason(error):
     return f"{type(error).__name__}: {lines[0] if lines else ''}".strip()
 
 
-def seconds_between(record):
-    try:
-        return (datetime.datetime.fromisoformat(record["finished"])
-                - datetime.datetime.fromisoformat(record["started"])).total_seconds()
-    except (KeyError, TypeError, ValueError):
-        return 0.0
+class RayExecutor:
+    """The executor that runs a round's trials as concurrent Ray tasks, wherever a slot is free
+    (loop.py's executor interface).
 
-
-def run_trials(searcher, trials, settings, hparams, logdir, cache, verbose, backup_minutes, resources, report):
-    """The local loop's job (train.run_trials) with each round's trials run as concurrent Ray tasks.
-
-    cache: (--cache-dir or None, whether to use a cache), for the workers' worker_data.
-    resources: the Ray options of one trial (num_cpus, num_gpus, max_retries). report: train.py's
-    console helpers (reuse_records, outcome_line, record_decisions), so that both runners print
-    the same lines.
-    Returns the records of all trials; results.csv is written here only, by the driver.
+    cache: (--cache-dir or None, whether to use a cache), resolved by each worker on its own
+    machine. resources: the Ray options of one trial (trial_resources).
     """
-    import experiment
-    import search
-    import trial
 
-    records = report.reuse_records(logdir, trials, settings)
-    # Ray gives each GPU task its GPUs through CUDA_VISIBLE_DEVICES, but a worker process's
-    # TensorFlow keeps the GPUs it saw first: a reused worker would train its next trial on its last
-    # trial's GPU. So a GPU trial runs in a fresh process (max_calls=1, Ray's own default for a
-    # task declared with GPUs); CPU-only workers are reused, keeping their TensorFlow and images.
-    remote = ray.remote(max_calls=1 if resources["num_gpus"] else 0)(run_task)
-    hooks = {name: os.environ[name] for name in HOOKS if name in os.environ}
-    names = list(trials)
+    def __init__(self, settings, logdir, cache, verbose, backup_minutes, resources):
+        self.settings, self.logdir, self.cache = settings, logdir, cache
+        self.verbose, self.backup_minutes, self.resources = verbose, backup_minutes, resources
+        # Ray gives each GPU task its GPUs through CUDA_VISIBLE_DEVICES, but a worker process's
+        # TensorFlow keeps the GPUs it saw first: a reused worker would train its next trial on its
+        # last trial's GPU. So a GPU trial runs in a fresh process (max_calls=1, Ray's own default
+        # for a task declared with GPUs); CPU-only workers are reused, keeping TensorFlow and images.
+        self.remote = ray.remote(max_calls=1 if resources["num_gpus"] else 0)(run_task)
 
-    def trained():
-        return sum(search.epochs_trained(r) for r in records.values() if r["status"] == "success")
+    def run(self, tasks, on_success, started):
+        from hparam_sweep import trial
 
-    planned = searcher.planned_epochs(len(trials))
-    decided = len(searcher.decisions(trials, records))
-    start, done_before = time.monotonic(), trained()
-    for tasks in searcher.rounds(trials, records):
-        print(f"\nRunning {len(tasks)} trial(s) on Ray, to epoch {tasks[0].epochs}: "
-              f"each takes {resources['num_cpus']:g} CPU(s) and {resources['num_gpus']:g} GPU(s).", flush=True)
-        # Each task named after its trial: Ray shows each line of the trial's output behind "(NAME pid=N)".
-        pending = {remote.options(**resources, retry_exceptions=False, name=task.name).remote(
-                       task, settings, str(logdir), names, verbose, backup_minutes, cache, hooks): task
-                   for task in tasks}
+        print(f"\nRunning {len(tasks)} trial(s) on Ray, to epoch {tasks[0].epochs}: each takes "
+              f"{self.resources['num_cpus']:g} CPU(s) and {self.resources['num_gpus']:g} GPU(s).", flush=True)
+        requested_hooks = hooks.requested()
+        pending = {}
+        for task in tasks:
+            # Each task named after its trial: Ray shows each line of its output behind "(NAME pid=N)".
+            ref = self.remote.options(**self.resources, retry_exceptions=False, name=task.name).remote(
+                task, self.settings, str(self.logdir), on_success, self.verbose, self.backup_minutes, self.cache,
+                requested_hooks)
+            pending[ref] = task
+            started(task)
         try:
-            for k in range(1, len(tasks) + 1):
+            while pending:
                 [ref], _ = ray.wait(list(pending), num_returns=1)
                 task = pending.pop(ref)
                 try:
-                    record = ray.get(ref)
+                    yield ray.get(ref)
                 except ray.exceptions.RayError as e:  # worker or machine died on every attempt, or Ray gave up
-                    record = trial.record_failure(task.values, settings, logdir / task.name, failure_reason(e))
-                records[task.name] = record
-                experiment.write_results(logdir, search.ranked(list(records.values())), hparams)
-
-                eta = (time.monotonic() - start) / max(1, trained() - done_before) * max(0, planned - trained())
-                print(report.outcome_line(f"[{k}/{len(tasks)}]", task.values, record, seconds_between(record), eta),
-                      flush=True)
+                    yield trial.record_failure(task.values, self.settings, self.logdir / task.name, failure_reason(e))
         except BaseException:
             # Ctrl-C or a driver error: stop the trials still running (they resume from their
             # backups on the next run) rather than leave them writing into the logdir.
             for ref in pending:
                 ray.cancel(ref, force=True)
             raise
-        decided = report.record_decisions(searcher, trials, records, decided, settings, logdir, eta)
-    experiment.write_results(logdir, search.ranked(list(records.values())), hparams)
-    return list(records.values())
 
 
 def trial_resources(cluster, cpus_per_trial, trials_per_gpu, max_retries):

@@ -3,7 +3,8 @@
     LOGDIR/events.out.tfevents*   hparams_config: every hparam's domain and every metric
     LOGDIR/experiment.json        the settings and domains the trials were run with
     LOGDIR/results.csv            one row per trial of the current grid, ranked
-    LOGDIR/best_model.keras       the best trial's model
+    LOGDIR/best_model.keras       the best trial's model (BestModel)
+    LOGDIR/.best.json             the record it was saved from
     LOGDIR/halving.json           --search halving: each rung's decision
     LOGDIR/<trial name>/          one run folder per trial (trial.py)
     LOGDIR/../.<name>.lock        held while a process works on LOGDIR
@@ -15,77 +16,27 @@ import contextlib
 import csv
 import datetime
 import fcntl
-import hashlib
-import json
 import os
-import re
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import tensorflow as tf
 from tensorboard.plugins.hparams import summary_v2 as hp
 
-import hparams as H
-import trial
-from common import FINISHED, UsageError, read_json, write_json
+from hparam_sweep import metrics, search, trial
+from hparam_sweep.common import FINISHED, UsageError, read_json, write_json
+from hparam_sweep.grid import grid_values
 
 EXPERIMENT_FILE = "experiment.json"
 RESULTS_FILE = "results.csv"
 DECISIONS_FILE = "halving.json"
 BEST_MODEL_FILE = "best_model.keras"
-
-
-# A string value is used as it is only when it is safe in a folder name on Linux, macOS and
-# Windows and cannot run into another value: lower case (macOS and Windows ignore case), no "-"
-# (the separator), no leading or trailing dot, short.
-PLAIN_STRING = re.compile(r"[a-z0-9_+]([a-z0-9._+]{0,18}[a-z0-9_+])?")
-WINDOWS_RESERVED = re.compile(r"(con|prn|aux|nul|com\d|lpt\d)(\..*)?", re.IGNORECASE)
-MAX_NAME = 60
-
-
-def trial_name(values):
-    """Run folder name and dashboard Trial ID, e.g. adam-lr0.001-u256-d0.1: hparams.NAME_LABELS'
-    order, unique per combination, the same whatever else is in the grid, valid on every OS.
-
-    Numbers are written as Python's repr (the shortest form that reads back as the same float);
-    a string that is not plain is written with unsafe characters replaced, and the name then ends
-    in a hash of all the values, so that "a/b" and "a_b" still get different names.
-    """
-    order = [*(n for n in H.NAME_LABELS if n in values), *(n for n in values if n not in H.NAME_LABELS)]
-    parts, exact = [], True
-    for name in order:
-        value = values[name]
-        if isinstance(value, bool):
-            text = str(value).lower()
-        elif isinstance(value, (int, float)):
-            text = repr(value)
-        else:
-            text = str(value)
-            if not PLAIN_STRING.fullmatch(text):
-                exact = False
-                text = re.sub(r"[^a-z0-9_+]+", "_", text.lower())[:20] or "_"
-        parts.append(H.NAME_LABELS.get(name, name) + text)
-    name = "-".join(parts)
-    if not exact or len(name) > MAX_NAME or WINDOWS_RESERVED.fullmatch(name):
-        digest = hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:8]
-        name = f"{name[:MAX_NAME - 9]}-{digest}"
-    return name
-
-
-def old_trial_name(values):
-    """The run folder name before #12 (num_units=256,dropout=0.1,...): logdirs written then keep working."""
-    return ",".join(f"{name}={value}" for name, value in values.items())
-
-
-def run_folder(logdir, values):
-    """The trial's run folder in logdir: one of an older run under its old name, used where it is
-    (never renamed: it holds the user's results), otherwise trial_name's."""
-    old = logdir / old_trial_name(values)
-    return old if (old / trial.TRIAL_FILE).exists() else logdir / trial_name(values)
+BEST_FILE = ".best.json"  # the record best_model.keras was saved from (see BestModel)
 
 
 def hparam_domains(hparams):
     """The grid's domains as plain JSON, to tell whether the experiment's config changed."""
-    return {h.name: H.grid_values(h) for h in hparams}
+    return {h.name: grid_values(h) for h in hparams}
 
 
 def recorded_settings(logdir, recorded):
@@ -129,7 +80,7 @@ def prepare(logdir, settings, hparams, search):
         # parent of the run directories); a later config there supersedes an earlier one.
         writer = tf.summary.create_file_writer(str(logdir))
         with writer.as_default():
-            hp.hparams_config(hparams=hparams, metrics=H.METRICS)
+            hp.hparams_config(hparams=hparams, metrics=metrics.METRICS)
         writer.close()
         write_json(logdir / EXPERIMENT_FILE, current)
 
@@ -188,7 +139,7 @@ def other_trials(logdir, trials):
 def write_results(logdir, ranked_records, hparams):
     """results.csv: one row per trial of this grid, in rank order, every hparam, the status and metrics."""
     path = logdir / RESULTS_FILE
-    columns = ["rank", "run"] + [h.name for h in hparams] + ["status"] + H.SUMMARY_METRICS + ["error"]
+    columns = ["rank", "run"] + [h.name for h in hparams] + ["status"] + metrics.SUMMARY + ["error"]
     tmp = path.with_name(path.name + ".tmp")
     with tmp.open("w", newline="") as f:
         writer = csv.DictWriter(f, columns)
@@ -207,6 +158,37 @@ def write_decisions(logdir, decisions):
         write_json(logdir / DECISIONS_FILE, [
             {"epochs": d.epochs, "trained": d.trained, "promoted": d.promoted, "stopped": d.stopped} for d in decisions
         ])
+
+
+@dataclass(frozen=True)
+class BestModel:
+    """The one rule for best_model.keras, whichever executor runs the trial: trial.run's on_success,
+    called in the process that trained the model. The model is kept if its record ranks first, as
+    results.csv ranks (search.ranked), among this grid's finished trials; only a fully trained
+    trial can be first. Concurrent finishers take turns (flock).
+
+    Trials finishing at the same moment have not written their trial.json yet when another one
+    compares, so the record the current best_model.keras came from is kept beside it (BEST_FILE).
+    """
+
+    logdir: Path
+    names: tuple  # the trials of this grid
+    settings: object  # trial.Settings
+
+    def __call__(self, model, record):
+        if record["epochs"] != self.settings.epochs:
+            return
+        with (self.logdir / (BEST_FILE + ".lock")).open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            others = [r for n, r in reusable_records(self.logdir, self.names, self.settings).items()
+                      if n != record["name"]]
+            best = read_json(self.logdir / BEST_FILE)
+            if (best and best.get("settings") == record["settings"] and best["name"] != record["name"]
+                    and best["name"] in self.names):
+                others.append(best)
+            if search.ranked([*others, record])[0] is record:
+                save_best(self.logdir, model)
+                write_json(self.logdir / BEST_FILE, record)
 
 
 def save_best(logdir, model):

@@ -13,8 +13,10 @@ import time
 
 # TensorFlow's C++ log lines that TF_CPP_MIN_LOG_LEVEL does not hide and that ask nothing of the
 # user: absl's notice that it logs before being initialised, printed twice whatever the level;
-# "no CUDA driver" on a machine without a GPU (the run's own summary names the device); and a
-# tf.data graph rewrite that TensorFlow itself says "may be expected", printed for every trial.
+# "no CUDA driver" on a machine without a GPU (the run's own summary names the device); oneDNN's
+# notice, printed at each TensorFlow start on CPUs where it is on by default (AVX-512 ones, Intel
+# and AMD: never on an AVX2-only CPU); and a tf.data graph rewrite that TensorFlow itself says
+# "may be expected", printed for every trial.
 # Under --ray the same lines come from each worker process, passed on by Ray behind "(pid=N)",
 # "(trial-name pid=N)" or, from another machine, "(trial-name pid=N, ip=A)", in colour unless
 # RAY_COLOR_PREFIX=0 (see ray_worker_output).
@@ -23,6 +25,7 @@ TF_NOISE = RAY_PREFIX + (
     r"(?:WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR$"
     r"|[IWE]\d{4} [\d:.]+ +\d+ (?:cudart_stub\.cc:\d+\] Could not find cuda drivers on your machine"
     r"|cuda_platform\.cc:\d+\] failed call to cuInit: INTERNAL: CUDA error: Failed call to cuInit: UNKNOWN ERROR \(303\)$"
+    r"|port\.cc:\d+\] oneDNN custom operations are on\. "
     r"|node_def_util\.cc:\d+\] NodeDef mentions attribute use_unbounded_threadpool which is not in the op definition))"
 )
 # Run in a separate process, not a thread: what TensorFlow writes just before it aborts (an

@@ -1,0 +1,22 @@
+"""hparam_sweep: the grid-search tool behind train.py, data_split.py and hparams.py.
+
+The modules, each with one job; imports go one way, down this list (tests/test_structure.py
+checks it, and that nothing here imports a top-level script: configuration comes in from
+train.py as arguments):
+
+    loop.py        the one search loop, and the in-process executor
+    parallel.py    the Ray executor
+    search.py      Grid and Halving: which trials run next, to how many epochs; the ranking
+    experiment.py  the logdir: settings check, lock, results.csv, halving.json, best_model.keras
+    trial.py       one trial in its run folder: train, back up, resume, record; its name
+    model.py       build_model: the CNN (change the model here)
+    pipeline.py    the images: checked, decoded once, served as batches
+    augment.py     the tutorial's augmentation as one affine warp per image
+    imagecache.py  the decode cache
+    grid.py        hparam domains -> trials; --grid overrides
+    metrics.py     metric names and the dashboard's hp.Metric list
+    demo.py        the synthetic images of --demo
+    console.py     TensorFlow's noise kept off stderr; progress lines
+    hooks.py       test hooks: kill or pause a trial at a named point
+    common.py      small shared names, UsageError, JSON files
+"""

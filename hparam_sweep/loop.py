@@ -1,0 +1,122 @@
+"""The one search loop, whatever runs the trials.
+
+`run_search` asks the search (search.py) for a round of tasks, hands them to an executor, takes
+the records back as they finish, and after each one writes results.csv and prints the trial's
+line; after each round it records the search's decisions (halving.json). The executor only runs
+tasks: `InProcess` here (one trial at a time, in this process), or parallel.Ray (a round's
+trials side by side, on a Ray cluster). Either calls trial.run, which keeps best_model.keras
+by experiment.BestModel, the one rule for it.
+
+An executor has one method, run(tasks, on_success, started): it calls started(task) as each
+task starts, and yields each task's record as the task ends, in the order they end.
+"""
+
+import datetime
+import time
+
+from hparam_sweep import console, experiment, metrics, search, trial
+from hparam_sweep.common import BACKUP_MINUTES
+
+
+class InProcess:
+    """Runs a round's trials one after another in this process, on the (train, validation)
+    ImageSets it was given."""
+
+    def __init__(self, settings, data, logdir, verbose, backup_minutes=BACKUP_MINUTES):
+        self.settings, self.data, self.logdir = settings, data, logdir
+        self.verbose, self.backup_minutes = verbose, backup_minutes
+
+    def run(self, tasks, on_success, started):
+        for task in tasks:
+            started(task)
+            yield trial.run(task.values, self.settings, self.data, self.logdir / task.name, task.epochs,
+                            self.verbose, on_success, self.backup_minutes)
+
+
+def describe(values):
+    return " ".join(f"{k}={v}" for k, v in values.items())
+
+
+def seconds_between(record):
+    """How long a trial's last attempt took, from its record's start and end times."""
+    try:
+        return (datetime.datetime.fromisoformat(record["finished"])
+                - datetime.datetime.fromisoformat(record["started"])).total_seconds()
+    except (KeyError, TypeError, ValueError):
+        return 0.0
+
+
+def outcome_line(label, values, record, eta):
+    """A finished trial's console line."""
+    if record["status"] == "success":
+        outcome = f"accuracy {record['metrics'][metrics.ACCURACY]:.4f}"
+    else:
+        outcome = f"FAILED: {record['error']}"
+    return (f"{label} {describe(values)} -> {outcome} ({console.minutes(seconds_between(record))}, "
+            f"ETA {console.minutes(eta)})")
+
+
+def print_decision(decision, last_rung, eta):
+    """A halving rung as it completes: who goes on, who stopped, and the time the rest should take."""
+    if decision.epochs == last_rung:
+        print(f"\nRung {decision.epochs} epoch(s) done: {len(decision.trained)} trial(s) fully trained.", flush=True)
+        return
+    print(f"\nRung {decision.epochs} epoch(s) done: {len(decision.promoted)} of {len(decision.trained)} go on "
+          f"(ETA of the rest {console.minutes(eta)}).", flush=True)
+    print("  go on:   " + ", ".join(decision.promoted))
+    print("  stopped: " + (", ".join(decision.stopped) or "none"), flush=True)
+
+
+def reuse_records(logdir, trials, settings):
+    """{name: record} of the trials a rerun reuses, said on the console."""
+    records = experiment.reusable_records(logdir, trials, settings)
+    others = experiment.other_trials(logdir, trials)
+    if records:
+        print(f"Reusing {len(records)} finished trial(s) from {logdir}; {len(trials) - len(records)} to run.")
+    if others:
+        print(f"{len(others)} other trial(s) in {logdir} are not in this grid: left as they are, not ranked.")
+    return records
+
+
+class Eta:
+    """The rest of the search at this run's pace so far: wall time per epoch trained."""
+
+    def __init__(self, planned, trained):
+        self.planned, self.start, self.trained_before = planned, time.monotonic(), trained
+
+    def seconds(self, trained):
+        done = max(1, trained - self.trained_before)
+        return (time.monotonic() - self.start) / done * max(0, self.planned - trained)
+
+
+def run_search(searcher, trials, settings, hparams, logdir, executor):
+    """Run the search over `trials` ({name: hparam values}, grid order) in logdir with `executor`;
+    return the records of all of them."""
+    records = reuse_records(logdir, trials, settings)
+
+    def trained():
+        return sum(search.epochs_trained(r) for r in records.values() if r["status"] == "success")
+
+    keep_best = experiment.BestModel(logdir, tuple(trials), settings)
+    eta = Eta(searcher.planned_epochs(len(trials)), trained())
+    decided = len(searcher.decisions(trials, records))
+    for tasks in searcher.rounds(trials, records):
+        labels = {task.name: f"[{k}/{len(tasks)}]" for k, task in enumerate(tasks, 1)}
+
+        def started(task):
+            print(f"\n{labels[task.name]} {describe(task.values)}, to epoch {task.epochs}", flush=True)
+
+        for record in executor.run(tasks, keep_best, started):
+            name = record["name"]
+            records[name] = record
+            experiment.write_results(logdir, search.ranked(list(records.values())), hparams)
+            print(outcome_line(labels[name], trials[name], record, eta.seconds(trained())), flush=True)
+        decisions = searcher.decisions(trials, records)
+        for decision in decisions[decided:]:
+            print_decision(decision, settings.epochs, eta.seconds(trained()))
+            for name in decision.stopped if decision.epochs < settings.epochs else []:
+                trial.discard_backup(logdir / name)  # never continued: its training state is only disk
+        experiment.write_decisions(logdir, decisions)
+        decided = len(decisions)
+    experiment.write_results(logdir, search.ranked(list(records.values())), hparams)
+    return list(records.values())
