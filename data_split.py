@@ -1,14 +1,15 @@
-"""Check the cats-vs-dogs images and split them into train/ and validation/ folders.
+"""Check the cats-vs-dogs images and split them into train/, validation/ and test/ folders.
 
     python data_split.py --source ~/Downloads/dogs-vs-cats.zip            # Kaggle competition zip
     python data_split.py --source ~/Downloads/train.zip --dest data       # or its train.zip alone
     python data_split.py --source ~/Downloads/PetImages --link            # Microsoft's set, hard-linked
     python data_split.py --source train/ --val-fraction 0.1 --seed 7 --force   # re-split DEST
+    python data_split.py --source train/ --test-fraction 0                # train/ and validation/ only
     python data_split.py --demo data/demo                                 # synthetic set, no download
 
 Writes the layout `keras.utils.image_dataset_from_directory` reads:
 
-    DEST/train/{cats,dogs}/...  DEST/validation/{cats,dogs}/...
+    DEST/train/{cats,dogs}/...  DEST/validation/{cats,dogs}/...  DEST/test/{cats,dogs}/...
     DEST/manifest.csv   one row per kept image: path,source,label,split,sha256
     DEST/rejected.csv   one row per skipped file: source,reason
     DEST/split.json     the arguments and a fingerprint of SOURCE; written last, so its
@@ -22,6 +23,10 @@ good image (grayscale, CMYK, PNG data, EXIF-rotated, WebP, TIFF) is stored uprig
 so the trainer always reads 3-channel, upright pixels in a format it reads. Byte-identical
 duplicates stay in one split. Archive members that share a name are all kept, the second one as
 `NAME#2` in manifest.csv. A failed write into DEST (disk full, permissions) stops the run.
+
+Why test/: the grid keeps the trial with the best validation accuracy out of many, so that figure
+is biased upward; test/, which no choice looks at and which is scored once for the chosen model, is
+the honest estimate of how well it classifies new pictures. --test-fraction 0 leaves it out.
 """
 
 from __future__ import annotations
@@ -59,6 +64,7 @@ from hparam_sweep.common import (
     LABELS,
     MANIFEST,
     SPLITS,
+    TEST_SPLIT,
     UsageError,
     read_json,
 )
@@ -66,9 +72,15 @@ from hparam_sweep.common import (
 REJECTED = "rejected.csv"
 SPLIT_JSON = "split.json"
 STAGING = ".split-tmp"  # built here first, moved into place at the end
-FORMAT_VERSION = 1  # bump when the output layout changes, so older splits are rebuilt
+# Bump when the output layout changes, so older splits are rebuilt. Not bumped for test/: a split
+# with --test-fraction 0 is laid out as before, and split.json's test_fraction tells the others
+# apart (a split.json without one is a two-way split, see needs_build).
+FORMAT_VERSION = 1
 
 DEFAULT_VAL_FRACTION = 0.2  # Keras' tutorial default; 5,000 validation images on the full set
+# 2,500 test images on the full set: at ~90% accuracy its standard error is ~0.6 points, while train
+# keeps 70% of the images.
+DEFAULT_TEST_FRACTION = 0.1
 DEFAULT_SEED = 42
 MAX_PIXELS = 40_000_000  # well above any real photo (the Kaggle set tops out near 0.5 MP), far below a bomb
 MAX_FILE_BYTES = 64 * 2**20  # larger "images" are refused unread: no photo in these sets is near that
@@ -102,10 +114,16 @@ class Config:
     source: Path
     dest: Path
     val_fraction: float = DEFAULT_VAL_FRACTION
+    test_fraction: float = DEFAULT_TEST_FRACTION  # 0: no test/ folder, the two-way split
     seed: int = DEFAULT_SEED
     link: bool = False
     force: bool = False
     workers: int = os.cpu_count() or 1
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        """The split folders this run writes."""
+        return (*SPLITS, TEST_SPLIT) if self.test_fraction else SPLITS
 
     def recorded(self, fingerprint: str) -> dict:
         """The settings split.json stores; a rerun with equal settings is a no-op."""
@@ -113,6 +131,7 @@ class Config:
             "version": FORMAT_VERSION,
             "source": str(self.source),
             "val_fraction": self.val_fraction,
+            "test_fraction": self.test_fraction,
             "seed": self.seed,
             "link": self.link,
             "source_fingerprint": fingerprint,
@@ -403,26 +422,34 @@ def check_all(entries: list[Entry], folder: Path, link: bool, workers: int) -> l
 # ---------------------------------------------------------------- splitting and naming
 
 
-def split_groups(kept: list[Checked], val_fraction: float, seed: int) -> dict[str, str]:
+def split_groups(kept: list[Checked], val_fraction: float, seed: int, test_fraction: float = 0.0) -> dict[str, str]:
     """Map each sha256 to a split, stratified per class and reproducible anywhere.
 
-    Identical bytes form one group, so a duplicate never lands on both sides. Groups are ranked
+    Identical bytes form one group, so a duplicate never lands in two splits. Groups are ranked
     by a seeded SHA-256 of their content hash, not by file order or Python's salted hash(), so the
     same seed and images give the same split on any machine and adding images moves few others.
+    Down the ranking, validation takes groups until it holds round(val_fraction x the class's
+    images), then test until it holds round(test_fraction x them); train keeps the rest. So
+    test_fraction 0 gives exactly the two-way split, and a test split comes out of train alone.
     """
+    held_out = [("validation", val_fraction)] + ([(TEST_SPLIT, test_fraction)] if test_fraction else [])
     assignment = {}
     for label in LABELS:
         sizes = Counter(c.sha256 for c in kept if c.entry.label == label)
         ranked = sorted(sizes, key=lambda sha: hashlib.sha256(f"{seed}:{sha}".encode()).hexdigest())
         total = sum(sizes.values())
-        target = round(val_fraction * total)
-        if len(ranked) > 1:  # both splits get at least one group of each class
-            target = min(max(target, 1), total - sizes[ranked[-1]])
-        in_validation = 0
-        for sha in ranked:
-            split = "validation" if in_validation < target else "train"
-            in_validation += sizes[sha] if split == "validation" else 0
-            assignment[sha] = split
+        every_split = len(ranked) > len(held_out)  # enough groups for each split to get at least one
+        i = 0
+        for n, (split, share) in enumerate(held_out):
+            target = round(share * total)
+            last = len(ranked) - (len(held_out) - n) if every_split else len(ranked)  # leave one per later split
+            placed = 0
+            while i < last and (placed < target or (every_split and placed == 0)):
+                assignment[ranked[i]] = split
+                placed += sizes[ranked[i]]
+                i += 1
+        for sha in ranked[i:]:
+            assignment[sha] = "train"
     return assignment
 
 
@@ -468,12 +495,12 @@ def write_csv(path: Path, header: list[str], rows: list[tuple]):
         writer.writerows(rows)
 
 
-def place(kept: list[Checked], staging: Path, val_fraction: float, seed: int) -> list[tuple]:
+def place(kept: list[Checked], staging: Path, config: Config) -> list[tuple]:
     """Move staged files into staging/{split}/{class}/; return the manifest rows sorted by path."""
-    for split in SPLITS:
+    for split in config.splits:
         for class_dir in CLASS_DIRS:
             (staging / split / class_dir).mkdir(parents=True)
-    splits = split_groups(kept, val_fraction, seed)
+    splits = split_groups(kept, config.val_fraction, config.seed, config.test_fraction)
     rows = []
     for c, name in output_names(kept):
         class_dir = CLASS_DIRS[LABELS.index(c.entry.label)]
@@ -503,6 +530,9 @@ def check_paths(config: Config):
         raise SplitError(f"source {source} is inside dest {dest}: --force could delete it; move it out")
     if dest.exists() and not dest.is_dir():
         raise SplitError(f"dest {dest} exists and is not a folder")
+    if config.val_fraction + config.test_fraction >= 1:
+        raise SplitError(f"--val-fraction {config.val_fraction} and --test-fraction {config.test_fraction} leave "
+                         "no images for train: their sum must be below 1")
 
 
 def check_dest_is_ours(dest: Path):
@@ -512,22 +542,49 @@ def check_dest_is_ours(dest: Path):
                          "wrote, so nothing there is removed; choose an empty or new folder")
 
 
+def changes(previous: dict, recorded: dict) -> str:
+    """What differs between DEST's split.json and this run, e.g. "--seed 42 there, 7 now"."""
+    said = []
+    for key, now in recorded.items():
+        if previous.get(key) == now:
+            continue
+        if key == "source_fingerprint":
+            said.append("files in the source changed")
+        elif key == "version":
+            said.append(f"written by another version of this tool (format {previous.get(key)}, now {now})")
+        elif isinstance(now, bool):
+            said.append(f"--{key} {'given' if previous.get(key) else 'not given'} there, "
+                        f"{'given' if now else 'not given'} now")
+        else:
+            said.append(f"--{key.replace('_', '-')} {previous.get(key)} there, {now} now")
+    return "; ".join(said)
+
+
 def needs_build(config: Config, recorded: dict) -> bool:
     """False if DEST already holds exactly this split; True to build. A different one needs --force."""
-    previous = read_json(config.dest / SPLIT_JSON)
+    dest = config.dest
+    previous = read_json(dest / SPLIT_JSON)
     if previous is None:
         return True  # new, empty or interrupted DEST
+    previous = {"test_fraction": 0, **previous}  # written before --test-fraction existed: a two-way split
     if previous == recorded:
         return False
     if not config.force:
-        raise SplitError(f"dest {config.dest} holds a split made with other arguments or another source "
-                         f"(see {config.dest / SPLIT_JSON}); add --force to rebuild it")
+        todo = "; add --force to rebuild it"
+        if not previous["test_fraction"] and config.test_fraction:  # e.g. a split made before --test-fraction
+            todo = (f": it has no {TEST_SPLIT}/ split; add --force to rebuild it with one (its images come out of "
+                    "train/), or --test-fraction 0 to keep it as it is")
+        raise SplitError(f"dest {dest} holds a split made with other arguments or another source "
+                         f"({changes(previous, recorded)}; see {dest / SPLIT_JSON}){todo}")
+    if not previous["test_fraction"] and (dest / TEST_SPLIT).exists():
+        raise SplitError(f"dest {dest} has a {TEST_SPLIT}/ folder that this tool did not write, and --force removes "
+                         "only what it wrote: move that folder out of dest and rerun")
     return True
 
 
 def clear_outputs(dest: Path):
     """Remove a previous split from DEST: only the names this tool writes, split.json first."""
-    for name in (SPLIT_JSON, *SPLITS, MANIFEST, REJECTED):
+    for name in (SPLIT_JSON, *SPLITS, TEST_SPLIT, MANIFEST, REJECTED):  # test/: needs_build checked it is ours
         path = dest / name
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)  # hard links in here only drop a link: SOURCE files survive
@@ -546,9 +603,10 @@ def reason_category(reason: str) -> str:
 def summary(rows: list[tuple], rejects: list[tuple[str, str]], scan: Scan, checked: list[Checked]) -> list[str]:
     """The lines printed at the end of a run: counts per class per split, rejects per reason."""
     counts = Counter((row[3], row[2]) for row in rows)
-    width = max(len(s) for s in SPLITS)
+    splits = (*SPLITS, TEST_SPLIT) if any(row[3] == TEST_SPLIT for row in rows) else SPLITS
+    width = max(len(s) for s in splits)
     lines = [f"{'':{width}}  " + "  ".join(f"{c:>6}" for c in CLASS_DIRS)]
-    for split in SPLITS:
+    for split in splits:
         lines.append(f"{split:{width}}  " + "  ".join(f"{counts[split, label]:6d}" for label in LABELS))
     reasons = Counter(reason_category(reason) for _, reason in rejects)
     detail = ", ".join(f"{n} {reason}" for reason, n in sorted(reasons.items()))
@@ -610,12 +668,12 @@ def _build(config: Config, stack: contextlib.ExitStack, log: Callable[[str], Non
     kept = [c for c in checked if not c.reject]
     if {c.entry.label for c in kept} != set(LABELS):
         raise SplitError(f"{config.source} has no usable images of one class after rejecting broken files")
-    rows = place(kept, staging, config.val_fraction, config.seed)
+    rows = place(kept, staging, config)
     rejects = sorted(scan.rejects + [(c.entry.source, c.reject) for c in checked if c.reject])
     write_csv(staging / MANIFEST, ["path", "source", "label", "split", "sha256"], rows)
     write_csv(staging / REJECTED, ["source", "reason"], rejects)
     clear_outputs(dest)  # the old split goes only now that the new one is ready beside it
-    for name in (*SPLITS, MANIFEST, REJECTED):
+    for name in (*config.splits, MANIFEST, REJECTED):
         (staging / name).rename(dest / name)
     (staging / SPLIT_JSON).write_text(json.dumps(recorded, indent=2) + "\n")
     (staging / SPLIT_JSON).replace(dest / SPLIT_JSON)  # last: its presence means DEST is complete
@@ -623,7 +681,8 @@ def _build(config: Config, stack: contextlib.ExitStack, log: Callable[[str], Non
     if config.link and not all(c.linked for c in kept if not c.converted):
         log("--link: some files could not be hard-linked (archive members, or another filesystem): copied them")
     log(f"split {len(rows)} images into {dest} in {seconds:.1f} s ({len(checked) / seconds:.0f} images/s), "
-        f"seed {config.seed}, {config.val_fraction:.0%} validation")
+        f"seed {config.seed}, {config.val_fraction:.0%} validation"
+        + (f", {config.test_fraction:.0%} test" if config.test_fraction else ", no test split"))
     for line in summary(rows, rejects, scan, checked):
         log(line)
     if rejects:
@@ -633,13 +692,14 @@ def _build(config: Config, stack: contextlib.ExitStack, log: Callable[[str], Non
 
 def prepare_demo(dest: Path, **drawing) -> Path:
     """Draw the synthetic demo set (hparam_sweep/demo.py's draw_demo_source, given `drawing`) and
-    split it into dest like real data; return dest. A repeat call is a quick no-op."""
+    split it into dest like real data, into train/ and validation/ only (the demo only shows the
+    search running); return dest. A repeat call is a quick no-op."""
     from hparam_sweep import demo  # NumPy: not for --help or a real split
 
     dest = Path(dest).expanduser().resolve()
     source = demo.draw_demo_source(dest, **drawing)
     previous = read_json(dest / SPLIT_JSON) or {}
-    run_split(Config(source=source, dest=dest, force=previous.get("source") == str(source)))
+    run_split(Config(source=source, dest=dest, test_fraction=0, force=previous.get("source") == str(source)))
     return dest
 
 
@@ -661,6 +721,14 @@ def fraction(text: str) -> float:
     return value
 
 
+def fraction_or_zero(text: str) -> float:
+    """argparse type: 0, or a number strictly between 0 and 1."""
+    value = float(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be 0 or between 0 and 1 (exclusive), not {text}")
+    return value
+
+
 def positive_int(text: str) -> int:
     """argparse type: a whole number of at least 1."""
     value = int(text)
@@ -678,11 +746,21 @@ def build_parser() -> argparse.ArgumentParser:
                            "kagglecatsanddogs_*.zip or PetImages/; only read, never changed")
     what.add_argument("--demo", type=Path, metavar="DEST",
                       help="instead of --source: draw a synthetic cats-vs-dogs set next to DEST "
-                           "(in DEST-source/) and split it into DEST with the default fraction and seed")
+                           "(in DEST-source/) and split it into DEST with the default validation fraction "
+                           "and seed, and no test split")
     parser.add_argument("--dest", type=Path, default=Path("data"), metavar="PATH",
-                        help="output folder for train/, validation/ and the CSV/JSON records (default: %(default)s)")
+                        help="output folder for train/, validation/, test/ and the CSV/JSON records "
+                             "(default: %(default)s)")
     parser.add_argument("--val-fraction", type=fraction, default=DEFAULT_VAL_FRACTION, metavar="F",
-                        help="share of each class's images that goes to validation/ (default: %(default)s)")
+                        help="share of each class's images that goes to validation/, which the grid scores "
+                             "every trial on (default: %(default)s)")
+    parser.add_argument("--test-fraction", type=fraction_or_zero, default=DEFAULT_TEST_FRACTION, metavar="F",
+                        help="share of each class's images that goes to test/; train/ gets what validation/ "
+                             "and test/ leave (default: %(default)s; 70%% train with the default "
+                             "--val-fraction). The grid keeps the best of many trials by validation accuracy, "
+                             "so that figure is biased upward; test/, which no choice sees and which is scored "
+                             "once for the chosen model, is the honest estimate. 0: no test/ folder, train/ "
+                             "and validation/ only, as before")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, metavar="N",
                         help="which split: the same seed and images give the same split on any machine (default: %(default)s)")
     parser.add_argument("--link", action="store_true",
@@ -708,8 +786,8 @@ def main(argv: list[str] | None = None) -> int:
             prepare_demo(args.demo)
             return 0
         config = Config(source=args.source.expanduser().resolve(), dest=args.dest.expanduser().resolve(),
-                        val_fraction=args.val_fraction, seed=args.seed, link=args.link, force=args.force,
-                        workers=args.workers)
+                        val_fraction=args.val_fraction, test_fraction=args.test_fraction, seed=args.seed,
+                        link=args.link, force=args.force, workers=args.workers)
         return run_split(config)
     except UsageError as error:
         print(f"{parser.prog}: error: {error}", file=sys.stderr)

@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 from hparam_sweep import console
-from hparam_sweep.common import BACKUP_MINUTES, UsageError
+from hparam_sweep.common import BACKUP_MINUTES, RunStopped, UsageError
 
 DEFAULT_DATA = Path("data")
 DEFAULT_LOGDIR = Path("logs/hparam_tuning")
@@ -39,6 +39,7 @@ DEMO_GRID = ["num_units=256", "dropout=0.1", "optimizer=adam,sgd,rmsprop", "lear
 
 EXIT_TRIAL_FAILED = 1
 EXIT_USAGE = 2
+EXIT_STOPPED = 3  # a fault outside the trials (disk full): rerun once it is fixed
 EXIT_INTERRUPTED = 130
 
 DEVICE_FLAGS = {
@@ -192,16 +193,23 @@ def print_table(ranked_records):
 
 def main(argv=None):
     """Run the grid; exit code 0 when every trial succeeded, 1 when one failed, 2 for a usage
-    error, 130 when interrupted (rerun the same command to resume)."""
+    error, 3 when a fault outside the trials (a full disk) stopped it, 130 when interrupted (rerun
+    the same command to resume)."""
     args = parse_args(argv)
-    if not args.verbose:
-        console.quiet_tensorflow()
+    if sys.platform == "win32":  # the locks are POSIX flock (fcntl), which native Windows lacks
+        print("train.py: error: native Windows is not supported: run it under WSL2 (Linux), or on Linux or macOS",
+              file=sys.stderr)
+        return EXIT_USAGE
     try:
-        with contextlib.nullcontext() if args.verbose else console.tensorflow_noise_filtered():
+        with console.tensorflow_kept_quiet(args.verbose):
             return _main(args)
     except UsageError as e:
         print(f"train.py: error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except RunStopped as e:
+        print(f"train.py: stopped: {e}. Finished trials are saved and the others resume from their backups: "
+              f"fix it, then rerun the same command.", file=sys.stderr)
+        return EXIT_STOPPED
     except KeyboardInterrupt:
         print("\nInterrupted. Finished trials are saved and an interrupted one resumes from its last "
               "backup: rerun the same command to continue.", file=sys.stderr)
@@ -249,10 +257,20 @@ def local_executor(args, _):
         tf.config.experimental.enable_op_determinism()
     data = pipeline.load_data(args.data, args.image_size, imagecache.location(args.cache_dir, not args.no_cache))
     settings = make_settings(args, len(data[0]))
-    print(f"Training on {', '.join(gpus) or 'the CPU (TensorFlow sees no GPU)'}: XLA {'on' if settings.xla else 'off'}, "
+    print(f"Training on {', '.join(gpus) or 'the CPU (' + no_gpu_reason() + ')'}: XLA {'on' if settings.xla else 'off'}, "
           f"mixed precision {'on' if settings.mixed_precision else 'off'}, "
           f"augmentation {'in the model' if settings.augment_in_model else 'in the input pipeline'}.")
     return settings, loop.InProcess(settings, data, args.logdir, keras_verbosity(args.quiet), args.backup_minutes)
+
+
+def no_gpu_reason():
+    """Why the CPU: no GPU, or an NVIDIA GPU that TensorFlow cannot use, and the fix."""
+    from hparam_sweep.common import nvidia_gpu_present
+
+    if nvidia_gpu_present():
+        return ("this machine has an NVIDIA GPU but TensorFlow sees none: install TensorFlow's CUDA libraries "
+                "with pip install -e \".[gpu]\"")
+    return "TensorFlow sees no GPU"
 
 
 def ray_executor(args, cluster):
@@ -281,10 +299,17 @@ def ray_executor(args, cluster):
 
 
 def finish(args, records):
-    """The ranked table and summary; the exit code."""
-    from hparam_sweep import experiment, search
+    """The ranked table, the chosen model's test score and the summary; the exit code."""
+    from hparam_sweep import evaluate, experiment, search
 
-    print_table(search.ranked(records))
+    ranked = search.ranked(records)
+    print_table(ranked)
+    chosen, kept = experiment.chosen_trial(args.logdir, ranked, args.epochs)
+    if chosen and kept and kept != chosen:  # a changed --grid whose rank 1 was never the best when it finished
+        print(f"\nNote: {experiment.BEST_MODEL_FILE} is {kept}'s model, not rank 1's ({chosen}): that trial's model was "
+              f"not kept when it finished. To have it, move {args.logdir / chosen} aside and rerun: it trains again.")
+    elif chosen and (score := evaluate.score_once(args.logdir, args.data, args.image_size, chosen)):
+        print("\n" + evaluate.describe(score))
     failed = [r for r in records if r["status"] != "success"]
     print(f"\n{len(records) - len(failed)} of {len(records)} trials succeeded; "
           f"results in {args.logdir / experiment.RESULTS_FILE}")

@@ -36,11 +36,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `python bench
 import keras
 import tensorflow as tf
 
-from hparam_sweep import common
 import hparams as H
-from hparam_sweep import pipeline
 import train
-from hparam_sweep import trial
+from hparam_sweep import common, grid, metrics, pipeline, trial
 from hparam_sweep.model import build_model
 
 # The tutorial's trial: the model every comparison below trains.
@@ -262,7 +260,7 @@ def run_grid(split_dir, logdir, args):
         argv += ["--steps-per-epoch", str(args.grid_steps)]
     for spec in args.grid:
         argv += ["--grid", spec]
-    trials = len(H.expand_grid(H.override(H.HPARAMS, args.grid)))
+    trials = len(grid.expand_grid(grid.override(H.HPARAMS, args.grid)))
     start = time.perf_counter()
     exit_code = train.main(argv)
     wall = time.perf_counter() - start
@@ -277,11 +275,11 @@ def compare_precision(train_set, val_set, args):
     for label, fast in (("float32", False), ("xla+mixed_float16", True)):
         fresh_session(fast, args.seed)
         model = build_model(TUTORIAL_HPARAMS, args.image_size, xla=fast,
-                                  augment_seed=args.seed if args.augment_in_model else None)
+                            augment_seed=args.seed if args.augment_in_model else None)
         train_data, val_data = project_inputs(train_set, val_set, args)
         rate = train_rate(model, train_data, args.batch_size, args.warmup, args.compare_steps)
-        metrics = model.evaluate(val_data, verbose=0, return_dict=True)
-        results[label] = {**rate, "val_accuracy": metrics[H.METRIC_ACCURACY], "val_loss": metrics["loss"]}
+        scores = model.evaluate(val_data, verbose=0, return_dict=True)
+        results[label] = {**rate, "val_accuracy": scores[metrics.ACCURACY], "val_loss": scores["loss"]}
     return results
 
 
@@ -402,8 +400,8 @@ def parse_args(argv):
             setattr(args, name, value)
     train.resolve_device_flags(args, gpu)
     try:
-        H.override(H.HPARAMS, args.grid)
-    except H.GridError as e:
+        grid.override(H.HPARAMS, args.grid)
+    except grid.GridError as e:
         parser.error(str(e))
     return args
 

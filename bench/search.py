@@ -23,15 +23,13 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-# The project's root before bench/, so that `import search` inside train.py finds the project's
-# search.py, not this script; `bench` then still resolves to bench/bench.py (a module beats the
+# The project's root, for train.py; `bench` then resolves to bench/bench.py (a module beats the
 # bench/ folder, which has no __init__.py).
 sys.path.insert(0, str(ROOT))
 
-import hparams as H  # noqa: E402
-import search  # noqa: E402
 import train  # noqa: E402
 from bench import machine, prepare_split  # noqa: E402
+from hparam_sweep import metrics as M, search  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared/data/dogs-vs-cats-200px/train"
 GRID = ["num_units=256", "dropout=0.2", "optimizer=adam,sgd,rmsprop", "learning_rate=0.001,0.0005,0.0001"]
@@ -60,9 +58,9 @@ def run_search(name, data, logdir, args):
         "epochs_trained": sum(search.epochs_trained(r) for r in records if r["status"] == "success"),
         "trials": len(records),
         "best_trial": best["name"],
-        "best_val_accuracy": best["metrics"][H.METRIC_ACCURACY],
-        "ranking": [(r["name"], search.epochs_trained(r), r["metrics"].get(H.METRIC_ACCURACY)) for r in search.ranked(records)],
-        "curves": {r["name"]: [row[H.METRIC_ACCURACY] for row in r.get("curve", [])] for r in records},
+        "best_val_accuracy": best["metrics"][M.ACCURACY],
+        "ranking": [(r["name"], search.epochs_trained(r), r["metrics"].get(M.ACCURACY)) for r in search.ranked(records)],
+        "curves": {r["name"]: [row[M.ACCURACY] for row in r.get("curve", [])] for r in records},
     }
 
 

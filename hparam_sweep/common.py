@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 LABELS = ("cat", "dog")  # as in Kaggle's cat.N.jpg / dog.N.jpg names
@@ -10,6 +11,7 @@ CLASS_DIRS = tuple(f"{label}s" for label in LABELS)  # folder names under each s
 # data_split.py stores every image under one of them, so training sees every image it kept.
 IMAGE_SUFFIXES = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
 SPLITS = ("train", "validation")
+TEST_SPLIT = "test"  # data_split.py --test-fraction's held-out folder beside SPLITS; no trial reads it
 BACKUP_MINUTES = 5.0  # a trial backs up this often (and at each epoch end): a kill loses at most this much training
 MANIFEST = "manifest.csv"  # data_split.py's record of every kept image; its hash fingerprints the data
 
@@ -18,6 +20,11 @@ FINISHED = ("success", "failure")  # a trial's end statuses in trial.json; other
 
 class UsageError(Exception):
     """A mistake the user can fix; the entry points print it as one line and exit with code 2."""
+
+
+class RunStopped(Exception):
+    """A fault outside the trials (a full disk, a lock the file system refuses) that stops the run
+    without failing a trial: train.py says it in one line; a rerun continues where it stopped."""
 
 
 def read_json(path: Path) -> dict | None:
@@ -33,3 +40,10 @@ def write_json(path: Path, obj) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
     os.replace(tmp, path)
+
+
+def nvidia_gpu_present(dev=Path("/dev")):
+    """Whether this machine has an NVIDIA GPU, whatever TensorFlow sees: its driver's nvidia-smi is
+    on PATH or its device files exist (no TensorFlow needed)."""
+    return shutil.which("nvidia-smi") is not None or any(dev.glob("nvidia[0-9]*"))
+

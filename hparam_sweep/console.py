@@ -68,6 +68,18 @@ def ray_worker_output(terminal):
 
 
 @contextlib.contextmanager
+def tensorflow_kept_quiet(verbose=False):
+    """An entry point's whole run: TensorFlow's INFO and WARNING lines off and its known noise
+    filtered from stderr (quiet_tensorflow, tensorflow_noise_filtered); with verbose, all of it."""
+    if verbose:
+        yield
+        return
+    quiet_tensorflow()
+    with tensorflow_noise_filtered():
+        yield
+
+
+@contextlib.contextmanager
 def tensorflow_noise_filtered():
     """Drop TF_NOISE lines from everything written to stderr (fd 2, C++ included) inside the block,
     unless TF_CPP_MIN_LOG_LEVEL asks for TensorFlow's INFO or WARNING lines (0 or 1)."""

@@ -20,11 +20,13 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import keras
 import tensorflow as tf
 from tensorboard.plugins.hparams import summary_v2 as hp
 
 from hparam_sweep import metrics, search, trial
-from hparam_sweep.common import FINISHED, UsageError, read_json, write_json
+from hparam_sweep.augment import RandomAffine
+from hparam_sweep.common import FINISHED, RunStopped, UsageError, read_json, write_json
 from hparam_sweep.grid import grid_values
 
 EXPERIMENT_FILE = "experiment.json"
@@ -56,13 +58,31 @@ def recorded_settings(logdir, recorded):
     return found
 
 
+def recorded_search(logdir, recorded, search):
+    """The search that earlier runs in logdir made, as far as the logdir tells; `search` where
+    nothing tells otherwise. experiment.json says (`recorded`, as read; older ones, without the
+    field, were grids); without it (deleted or damaged), halving.json's rungs or a trial trained to
+    fewer than its settings' epochs say that a halving search ran there."""
+    if recorded:
+        return recorded.get("search", {"search": "grid"})
+    rungs = [d["epochs"] for d in read_json(logdir / DECISIONS_FILE) or []]
+    records = [read_json(path) or {} for path in logdir.glob(f"*/{trial.TRIAL_FILE}")]
+    stopped_short = any(r.get("status") == "success" and r.get("epochs", r["settings"]["epochs"]) < r["settings"]["epochs"]
+                        for r in records)
+    if not rungs and not stopped_short:
+        return search
+    if search["search"] == "halving" and search["rungs"][:len(rungs)] == rungs:
+        return search
+    return {"search": "halving", "rungs": rungs}
+
+
 def prepare(logdir, settings, hparams, search):
     """Create or check the experiment: earlier trials' settings and the search must match, its
     hparams_config is current. search is the search's own description (search.Grid.describe())."""
     logdir.mkdir(parents=True, exist_ok=True)
     current = {"settings": asdict(settings), "domains": hparam_domains(hparams), "search": search}
     recorded = read_json(logdir / EXPERIMENT_FILE)
-    earlier_search = recorded.get("search", {"search": "grid"}) if recorded else search  # older logdirs: a grid
+    earlier_search = recorded_search(logdir, recorded, search)
     if earlier_search != search:
         raise UsageError(
             f"{logdir} holds a search with other settings ({earlier_search} -> {search}): its decisions would not "
@@ -152,6 +172,11 @@ def write_results(logdir, ranked_records, hparams):
     os.replace(tmp, path)
 
 
+def recorded_decisions(logdir):
+    """How many rungs halving.json records (0 without one)."""
+    return len(read_json(logdir / DECISIONS_FILE) or [])
+
+
 def write_decisions(logdir, decisions):
     """halving.json: each rung's epochs, the trials trained to it, who went on and who stopped."""
     if decisions:
@@ -178,6 +203,13 @@ class BestModel:
     def __call__(self, model, record):
         if record["epochs"] != self.settings.epochs:
             return
+        try:
+            self.keep_if_first(model, record)
+        except OSError as e:  # not the trial's fault: it stays unfinished, its backup kept, for the rerun
+            raise RunStopped(f"cannot keep the best model in {self.logdir / BEST_MODEL_FILE} "
+                             f"({e.strerror or e})") from None
+
+    def keep_if_first(self, model, record):
         with (self.logdir / (BEST_FILE + ".lock")).open("a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             others = [r for n, r in reusable_records(self.logdir, self.names, self.settings).items()
@@ -191,8 +223,25 @@ class BestModel:
                 write_json(self.logdir / BEST_FILE, record)
 
 
+def chosen_trial(logdir, ranked, epochs):
+    """(results.csv's rank 1 if it trained all `epochs`, else None; the trial whose model
+    best_model.keras holds, as .best.json says, else None). `ranked`: search.ranked's records."""
+    first = ranked[0] if ranked and ranked[0]["status"] == "success" else None
+    chosen = first["name"] if first and search.epochs_trained(first) == epochs else None
+    kept = (read_json(logdir / BEST_FILE) or {}).get("name") if (logdir / BEST_MODEL_FILE).exists() else None
+    return chosen, kept
+
+
+def inference_model(model):
+    """The trained model as it is used: its layers but the training augmentation, uncompiled (no
+    optimizer, no loss). It loads with plain keras.models.load_model, in a Python that imports
+    nothing of this project, without warnings, and takes uint8 RGB images of the trained size."""
+    layers = [layer for layer in model.layers if not isinstance(layer, RandomAffine)]
+    return keras.Sequential([keras.Input(model.input_shape[1:], dtype="uint8"), *layers], name=model.name)
+
+
 def save_best(logdir, model):
-    """Keep model as logdir/best_model.keras (written atomically)."""
+    """Keep model's inference_model as logdir/best_model.keras (written atomically)."""
     tmp = logdir / "best_model.tmp.keras"
-    model.save(tmp)
+    inference_model(model).save(tmp)
     os.replace(tmp, logdir / BEST_MODEL_FILE)

@@ -2,7 +2,8 @@
 window (e.g. between a backup and the epoch's logs) instead of at a random moment.
 
     TRIAL_KILL_AT=NAME:N          the process SIGKILLs itself the Nth time it reaches point NAME
-    TRIAL_PAUSE_AT=NAME:N:FILE    it creates FILE there and waits for the signal the test sends
+    TRIAL_PAUSE_AT=NAME:N:FILE    it creates FILE.PID there (PID: its process id) and waits until the
+                                  test deletes that file (it goes on) or ends the process
     TRIAL_KILL_ATTEMPTS=K         (Ray) TRIAL_KILL_AT acts only in a trial's first K attempts
 
 The points are counted per process; a Ray worker process counts them per trial (`install`).
@@ -30,9 +31,10 @@ def point(name):
     target, _, rest = os.environ.get(PAUSE_AT_ENV, "").partition(":")
     count, _, flag = rest.partition(":")
     if target == name and _reached[name] == int(count or 1):
-        Path(flag).touch()
-        while True:
-            time.sleep(1)
+        paused = Path(f"{flag}.{os.getpid()}")  # one file per process: several trials may pause at once
+        paused.touch()
+        while paused.exists():
+            time.sleep(0.05)
 
 
 def reset():

@@ -42,17 +42,19 @@ def location(cache_dir=None, enabled=True):
     return None if not enabled else Path(cache_dir) if cache_dir else default_dir()
 
 
-def key(fingerprint, image_size, files, decoder):
+def key(fingerprint, image_size, root, files, decoder):
     """The cache folder's name for these images at this size.
 
-    fingerprint: pipeline.data_fingerprint. files: {split: [path, ...]} in decode order; each
-    file's size and modification time go into the key too, since a fingerprint made without
-    data_split.py's manifest sees only names and sizes (an edited image must miss). decoder: the
+    fingerprint: pipeline.data_fingerprint. files: {split: [path, ...]} in decode order, under the
+    data folder `root`; each file's path relative to root, size and modification time go into the
+    key (a fingerprint made without data_split.py's manifest sees only names and sizes: an edited
+    image must miss). Relative, so that one data set has one entry however its folder is named on
+    the command line (data, ./data, /home/me/data) or wherever the process runs. decoder: the
     versions whose decode and resize make the pixels.
     """
     def stat(path):
         st = os.stat(path)
-        return str(path), st.st_size, st.st_mtime_ns
+        return Path(os.path.relpath(path, root)).as_posix(), st.st_size, st.st_mtime_ns
 
     stats = {split: [stat(p) for p in paths] for split, paths in files.items()}
     text = json.dumps({"format": FORMAT, "fingerprint": fingerprint, "image_size": image_size, "decoder": decoder,
@@ -116,6 +118,22 @@ class Writer:
         self.file.close()
 
 
+def remove_abandoned(cache_dir, busy):
+    """Delete the half-built folders (.KEY.tmp-PID) that killed processes left for keys other than
+    `busy` (whose lock the caller holds): one is abandoned when nobody holds its key's lock, which
+    every builder holds until its folder is complete."""
+    for tmp in cache_dir.glob(".*.tmp-*"):
+        name = tmp.name[1:].rpartition(".tmp-")[0]
+        if name == busy or not tmp.is_dir():
+            continue
+        with (cache_dir / f"{name}.lock").open("a") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:  # being built right now
+                continue
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 def load(cache_dir, name, counts, image_size, build, about):
     """({split: (images, labels)} memory-mapped from cache_dir/name, decoded: bool).
 
@@ -137,6 +155,7 @@ def load(cache_dir, name, counts, image_size, build, about):
         for stale in [folder, *cache_dir.glob(f".{name}.tmp-*")]:
             if stale.exists():
                 shutil.rmtree(stale)
+        remove_abandoned(cache_dir, name)
         needed = sum(n * (image_size * image_size * 3 + LABEL_DTYPE().itemsize) for n in counts.values())
         if (free := shutil.disk_usage(cache_dir).free) < needed:  # say so now, not after most of the decode
             raise OSError(errno.ENOSPC, f"{needed / 1e9:.2f} GB needed, {free / 1e9:.2f} GB free")

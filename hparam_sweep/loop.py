@@ -14,7 +14,7 @@ task starts, and yields each task's record as the task ends, in the order they e
 import datetime
 import time
 
-from hparam_sweep import console, experiment, metrics, search, trial
+from hparam_sweep import console, experiment, hooks, metrics, search, trial
 from hparam_sweep.common import BACKUP_MINUTES
 
 
@@ -97,9 +97,20 @@ def run_search(searcher, trials, settings, hparams, logdir, executor):
     def trained():
         return sum(search.epochs_trained(r) for r in records.values() if r["status"] == "success")
 
+    def record_decisions(decided):
+        """Say and save the rungs decided since halving.json's last one (a run killed between a
+        rung's last trial and its decision records it now); return how many there are."""
+        decisions = searcher.decisions(trials, records)
+        for decision in decisions[decided:]:
+            print_decision(decision, settings.epochs, eta.seconds(trained()))
+            for name in decision.stopped if decision.epochs < settings.epochs else []:
+                trial.discard_backup(logdir / name)  # never continued: its training state is only disk
+        experiment.write_decisions(logdir, decisions)
+        return len(decisions)
+
     keep_best = experiment.BestModel(logdir, tuple(trials), settings)
     eta = Eta(searcher.planned_epochs(len(trials)), trained())
-    decided = len(searcher.decisions(trials, records))
+    decided = record_decisions(experiment.recorded_decisions(logdir))
     for tasks in searcher.rounds(trials, records):
         labels = {task.name: f"[{k}/{len(tasks)}]" for k, task in enumerate(tasks, 1)}
 
@@ -111,12 +122,7 @@ def run_search(searcher, trials, settings, hparams, logdir, executor):
             records[name] = record
             experiment.write_results(logdir, search.ranked(list(records.values())), hparams)
             print(outcome_line(labels[name], trials[name], record, eta.seconds(trained())), flush=True)
-        decisions = searcher.decisions(trials, records)
-        for decision in decisions[decided:]:
-            print_decision(decision, settings.epochs, eta.seconds(trained()))
-            for name in decision.stopped if decision.epochs < settings.epochs else []:
-                trial.discard_backup(logdir / name)  # never continued: its training state is only disk
-        experiment.write_decisions(logdir, decisions)
-        decided = len(decisions)
+        hooks.point("round")  # tests: a kill between a round's last trial and its decisions
+        decided = record_decisions(decided)
     experiment.write_results(logdir, search.ranked(list(records.values())), hparams)
     return list(records.values())

@@ -25,7 +25,7 @@ from pathlib import Path
 import ray
 
 from hparam_sweep import hooks
-from hparam_sweep.common import UsageError, write_json
+from hparam_sweep.common import RunStopped, UsageError, write_json
 
 # The trial modules (TensorFlow, seconds to import) are imported in the functions that use them:
 # `from hparam_sweep import parallel` stays light, so that the driver starts Ray, and has Ray start the trial
@@ -50,7 +50,17 @@ def connected(address=None):
             options = {"address": address}
         try:
             ray.init(**options, logging_level="WARNING", configure_logging=True)
-        except ConnectionError as e:
+        except (ConnectionError, ray.exceptions.AuthenticationError) as e:
+            # Token authentication (`ray start --head` turns it on where the head has a token): Ray raises
+            # AuthenticationError when this process wants a token and finds none, and a ConnectionError
+            # caused by InvalidAuthToken when the cluster refused its token, or its lack of one.
+            direct = isinstance(e, ray.exceptions.AuthenticationError)
+            if direct or "InvalidAuthToken" in str(e.__cause__):
+                why = e.message if direct else "it refused this process's token, or its lack of one"
+                raise UsageError(f"cannot join the Ray cluster at {address} ({why}): it uses token authentication; "
+                                 f"set RAY_AUTH_MODE=token and give this process the head's token (its "
+                                 f"~/.ray/auth_token, copied to ~/.ray/auth_token here or to a file that "
+                                 f"RAY_AUTH_TOKEN_PATH names): see docs/ray.md") from None
             raise UsageError(f"cannot join the Ray cluster at {address} ({e}); start it with `ray start --head`, "
                              f"or leave out --ray-address to start one on this machine") from None
     try:
@@ -171,9 +181,13 @@ class RayExecutor:
                 [ref], _ = ray.wait(list(pending), num_returns=1)
                 task = pending.pop(ref)
                 try:
-                    yield ray.get(ref)
+                    record = ray.get(ref)
+                except RunStopped as e:  # a fault outside the trial (trial.run records the trial's own errors)
+                    raise RunStopped(str(e.cause if isinstance(e, ray.exceptions.RayTaskError) else e)) from None
                 except ray.exceptions.RayError as e:  # worker or machine died on every attempt, or Ray gave up
-                    yield trial.record_failure(task.values, self.settings, self.logdir / task.name, failure_reason(e))
+                    record = trial.record_failure(task.values, self.settings, self.logdir / task.name,
+                                                  failure_reason(e))
+                yield record
         except BaseException:
             # Ctrl-C or a driver error: stop the trials still running (they resume from their
             # backups on the next run) rather than leave them writing into the logdir.

@@ -125,6 +125,17 @@ def decode_to_cache(data_dir, datasets, image_size, folder):
             out.write(labels)
 
 
+def decode_file(path, image_size):
+    """One image file decoded and resized exactly as training decodes it (Keras'
+    image_dataset_from_directory: TensorFlow's decode_image, bilinear resize without antialiasing,
+    then rounded to uint8 as decoded_batches does): (image_size, image_size, 3) uint8. PIL's resize
+    (keras.utils.load_img) antialiases: other pixels than the model was trained on. Raises
+    tf.errors.InvalidArgumentError for a file that is not an image TensorFlow can decode."""
+    image = tf.io.decode_image(tf.io.read_file(str(path)), channels=3, expand_animations=False)
+    resized = tf.image.resize(image, (image_size, image_size), method="bilinear")
+    return tf.cast(tf.round(resized), tf.uint8).numpy()
+
+
 def image_count(directory):
     """How many images Keras finds under `directory`/{cats,dogs} (nothing is decoded)."""
     return len(image_files(directory, 1).file_paths)
@@ -153,7 +164,7 @@ def load_arrays(data_dir, image_size, cache_dir, datasets, counts):
         return in_memory(), "decoded in memory (no cache)"
     fingerprint = data_fingerprint(data_dir)
     decoder = {"tensorflow": tf.__version__, "keras": keras.__version__, "interpolation": "bilinear"}
-    name = imagecache.key(fingerprint, image_size, {s: ds.file_paths for s, ds in datasets.items()}, decoder)
+    name = imagecache.key(fingerprint, image_size, data_dir, {s: ds.file_paths for s, ds in datasets.items()}, decoder)
     about = {"data": str(data_dir.resolve()), "data_fingerprint": fingerprint, "decoder": decoder}
     try:
         arrays, decoded = imagecache.load(Path(cache_dir), name, counts, image_size,

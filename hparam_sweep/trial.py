@@ -45,6 +45,7 @@ from hparam_sweep.model import build_model
 TRIAL_FILE = "trial.json"
 HISTORY_FILE = "history.csv"
 BACKUP_DIR = "backup"
+TIME_FILE = "seconds.json"  # in BACKUP_DIR: the seconds trained up to the backup, over all attempts and rungs
 CURVE_GROUPS = ("train", "validation")  # the Keras TensorBoard callback's folders
 
 
@@ -173,9 +174,10 @@ class Backup(keras.callbacks.Callback):
     epoch, not the step, the metric accumulators or the logs.)
     """
 
-    def __init__(self, model, run_dir, steps_per_epoch, minutes, sample_batch):
+    def __init__(self, model, run_dir, steps_per_epoch, minutes, sample_batch, started):
         super().__init__()
         self.run_dir, self.steps_per_epoch, self.seconds = run_dir, steps_per_epoch, minutes * 60
+        self.started, self.seconds_before = started, 0.0  # this attempt's start; what earlier ones trained
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False)  # training steps done
         self.history = tf.Variable("[]")  # JSON list of the finished epochs' rows (exact floats)
         # Keras creates the optimizer's slots and the compiled metrics' accumulators at the first
@@ -194,6 +196,7 @@ class Backup(keras.callbacks.Callback):
         self.resumed_metrics = None
         if self.manager.latest_checkpoint:
             self.checkpoint.restore(self.manager.latest_checkpoint).assert_consumed()
+            self.seconds_before = (read_json(run_dir / BACKUP_DIR / TIME_FILE) or {}).get("seconds", 0.0)
             if int(self.step) % steps_per_epoch:
                 self.resumed_metrics = [v.numpy() for v in self.metrics]
         self.seconds_saving = 0.0
@@ -205,11 +208,16 @@ class Backup(keras.callbacks.Callback):
         """The finished epochs' history rows."""
         return json.loads(self.history.numpy())
 
+    def seconds_trained(self):
+        """The trial's training time so far: earlier attempts' and rungs' (as of their last backup) and this one's."""
+        return self.seconds_before + time.monotonic() - self.started
+
     def save(self):
         start = time.monotonic()
         self.manager.save(checkpoint_number=int(self.step))
         self.saved_at = time.monotonic()
         self.seconds_saving += self.saved_at - start
+        write_json(self.run_dir / BACKUP_DIR / TIME_FILE, {"step": int(self.step), "seconds": self.seconds_trained()})
         hooks.point("backup")
 
     def write_logs(self, rows):
@@ -279,7 +287,7 @@ def fit(values, settings, data, run_dir, epochs, verbose="auto", backup_minutes=
     model = build_model(values, settings.image_size, xla=settings.xla, augment_seed=augment_seed)
     validation = pipeline.validation_dataset(val_set, settings.batch_size)
     steps = settings.steps_per_epoch
-    backup = Backup(model, run_dir, steps, backup_minutes, next(iter(validation)))
+    backup = Backup(model, run_dir, steps, backup_minutes, next(iter(validation)), start)
     resumed_from = int(backup.step)
     try:
         while int(backup.step) < epochs * steps and not model.stop_training:
@@ -298,7 +306,9 @@ def fit(values, settings, data, run_dir, epochs, verbose="auto", backup_minutes=
             )
     finally:
         backup.close()
-    history = backup.rows()
+    # A backup can be ahead of `epochs`: a halving trial promoted past a rung, killed, and asked for
+    # that rung again on the rerun. Its metrics are those of epoch `epochs`, as the rung was decided.
+    history = backup.rows()[:epochs]
     bad = [i for i, row in enumerate(history) if not math.isfinite(row["loss"])]
     if model.stop_training or bad or not history:
         raise TrialFailed(f"loss became NaN in epoch {(bad or [len(history)])[0] + 1}")
@@ -307,7 +317,7 @@ def fit(values, settings, data, run_dir, epochs, verbose="auto", backup_minutes=
         metrics.ACCURACY: last["val_accuracy"],
         metrics.BEST_ACCURACY: max(row["val_accuracy"] for row in history),
         metrics.VAL_LOSS: last["val_loss"],
-        metrics.WALL_TIME: round(time.monotonic() - start, 3),
+        metrics.WALL_TIME: round(backup.seconds_trained(), 3),  # across rungs and attempts
     }
     return model, summary, resumed_from, round(backup.seconds_saving, 3)
 

@@ -14,6 +14,7 @@ import threading
 import warnings
 import zipfile
 import zlib
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -123,6 +124,36 @@ def assignment(dest: Path) -> set[tuple]:
     return {(row["path"], row["label"], row["split"], row["sha256"]) for row in read_csv(dest / data_split.MANIFEST)}
 
 
+def hashes_on_disk(dest: Path) -> dict[str, set[str]]:
+    """sha256 of the files in each split folder DEST holds, read from disk rather than manifest.csv."""
+    return {folder.name: {hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.glob("*/*")}
+            for folder in dest.iterdir() if folder.name in (*data_split.SPLITS, data_split.TEST_SPLIT)}
+
+
+def assert_no_image_in_two_splits(dest: Path):
+    """No sha256 in two splits: neither in manifest.csv nor in the folders' files."""
+    splits_of = defaultdict(set)
+    for row in read_csv(dest / data_split.MANIFEST):
+        splits_of[row["sha256"]].add(row["split"])
+    assert all(len(splits) == 1 for splits in splits_of.values())
+    found = hashes_on_disk(dest)
+    for a in found:
+        for b in found:
+            assert a == b or not found[a] & found[b], (a, b)
+
+
+def list_in_reverse(monkeypatch):
+    """Make data_split list folders and archives in the opposite order: deepest folder first, Z to A."""
+    walk = data_split.os.walk
+
+    def reversed_walk(top, *args, **kwargs):
+        for folder, dirs, names in reversed(list(walk(top, *args, **kwargs))):
+            yield folder, sorted(dirs, reverse=True), sorted(names, reverse=True)
+
+    monkeypatch.setattr(data_split.os, "walk", reversed_walk)
+    monkeypatch.setattr(zipfile.ZipFile, "infolist", lambda self: self.filelist[::-1])
+
+
 # ---------------------------------------------------------------- layouts and archives
 
 
@@ -132,7 +163,7 @@ def test_flat_folder_gives_keras_layout_manifest_and_summary(tmp_path, capsys):
     dest = tmp_path / "data"
     code, out, _ = run(capsys, "--source", source, "--dest", dest)
     assert code == 0
-    for split in data_split.SPLITS:
+    for split in (*data_split.SPLITS, data_split.TEST_SPLIT):  # --test-fraction's default: a test split too
         for class_dir in data_split.CLASS_DIRS:
             assert (dest / split / class_dir).is_dir()
     with (dest / data_split.MANIFEST).open() as f:
@@ -147,7 +178,9 @@ def test_flat_folder_gives_keras_layout_manifest_and_summary(tmp_path, capsys):
         assert row["sha256"] == hashlib.sha256(images[name]).hexdigest()
     splits = [(r["label"], r["split"]) for r in rows]
     assert splits.count(("cat", "validation")) == splits.count(("dog", "validation")) == 2  # stratified 20%
-    assert re.search(r"^train\s+8\s+8$", out, re.M) and re.search(r"^validation\s+2\s+2$", out, re.M)
+    assert splits.count(("cat", "test")) == splits.count(("dog", "test")) == 1  # and 10%
+    assert re.search(r"^train\s+7\s+7$", out, re.M) and re.search(r"^validation\s+2\s+2$", out, re.M)
+    assert re.search(r"^test\s+1\s+1$", out, re.M) and "20% validation, 10% test" in out
     assert "rejected 0" in out
     assert read_csv(dest / data_split.REJECTED) == []
     assert json.loads((dest / data_split.SPLIT_JSON).read_text())["seed"] == 42
@@ -515,15 +548,7 @@ def test_same_seed_same_split_whatever_the_file_order_other_seed_differs(tmp_pat
     }
     source = write_files(tmp_path / "in", files) / "train"
     assert run(capsys, "--source", source, "--dest", tmp_path / "out-a", "--seed", 3)[0] == 0
-
-    walk = data_split.os.walk
-
-    def reversed_walk(top, *args, **kwargs):  # deepest folder first, each listed Z to A
-        for folder, dirs, names in reversed(list(walk(top, *args, **kwargs))):
-            yield folder, sorted(dirs, reverse=True), sorted(names, reverse=True)
-
-    monkeypatch.setattr(data_split.os, "walk", reversed_walk)
-    monkeypatch.setattr(zipfile.ZipFile, "infolist", lambda self: self.filelist[::-1])
+    list_in_reverse(monkeypatch)
     assert run(capsys, "--source", source, "--dest", tmp_path / "out-b", "--seed", 3)[0] == 0
     monkeypatch.undo()
     assert (tmp_path / "out-a" / data_split.MANIFEST).read_bytes() == (tmp_path / "out-b" / data_split.MANIFEST).read_bytes()
@@ -556,6 +581,119 @@ def test_byte_identical_duplicates_never_span_both_splits(tmp_path, capsys):
     reasons = {r["source"]: r["reason"] for r in read_csv(tmp_path / "out-0" / data_split.REJECTED)}
     assert reasons == {"train/cat.7.jpg": "same image labelled both cat and dog",
                        "train/dog.999.jpg": "same image labelled both cat and dog"}
+
+
+def two_sizes(cats: int, dogs: int) -> dict[str, bytes]:
+    """cat.N.jpg / dog.N.jpg with other counts per class, all different bytes."""
+    return {f"cat.{i}.jpg": jpeg(i) for i in range(cats)} | {f"dog.{i}.jpg": jpeg(1000 + i) for i in range(dogs)}
+
+
+def test_three_way_split_is_stratified_complete_leak_free_and_in_the_manifest(tmp_path, capsys):
+    images = two_sizes(20, 30)
+    source = write_files(tmp_path / "train", images)
+    dest = tmp_path / "data"
+    code, out, _ = run(capsys, "--source", source, "--dest", dest, "--val-fraction", 0.2, "--test-fraction", 0.3)
+    assert code == 0
+    rows = read_csv(dest / data_split.MANIFEST)
+    assert sorted(r["source"] for r in rows) == sorted(f"train/{name}" for name in images)  # each image once
+    assert sorted(p.relative_to(dest).as_posix() for p in dest.glob("*/*/*")) == [r["path"] for r in rows]
+    for row in rows:  # each file in the folder of the split manifest.csv gives it
+        assert row["path"] == f"{row['split']}/{row['label']}s/{row['source'].split('/')[-1]}"
+    # Per class, round(fraction x its images) in validation and in test, the rest in train.
+    assert Counter((r["label"], r["split"]) for r in rows) == {
+        ("cat", "validation"): 4, ("cat", "test"): 6, ("cat", "train"): 10,
+        ("dog", "validation"): 6, ("dog", "test"): 9, ("dog", "train"): 15}
+    assert_no_image_in_two_splits(dest)
+    assert re.search(r"^validation\s+4\s+6$", out, re.M) and re.search(r"^test\s+6\s+9$", out, re.M)
+    assert re.search(r"^train\s+10\s+15$", out, re.M)
+    assert json.loads((dest / data_split.SPLIT_JSON).read_text())["test_fraction"] == 0.3
+
+
+def test_byte_identical_duplicates_stay_in_one_of_three_splits(tmp_path, capsys):
+    images = kaggle_images(10)
+    for label in ("cat", "dog"):
+        for i in range(6):  # six pictures of each class get one to three more copies under other names
+            for copy in range(1 + i % 3):
+                images[f"{label}.{100 + 10 * i + copy}.jpg"] = images[f"{label}.{i}.jpg"]
+    source = write_files(tmp_path / "train", images)
+    hosts = set()  # the splits that got a picture with copies, over all seeds
+    for seed in range(4):
+        dest = tmp_path / f"out-{seed}"
+        assert run(capsys, "--source", source, "--dest", dest, "--seed", seed,
+                   "--val-fraction", 0.25, "--test-fraction", 0.25)[0] == 0
+        rows = read_csv(dest / data_split.MANIFEST)
+        assert len(rows) == len(images)  # every copy kept
+        assert_no_image_in_two_splits(dest)
+        copies = Counter(r["sha256"] for r in rows)
+        hosts |= {r["split"] for r in rows if copies[r["sha256"]] > 1}
+    assert hosts == {"train", "validation", "test"}  # so copies could have straddled any two splits
+
+
+def test_three_way_split_same_seed_same_split_whatever_the_file_order_other_seed_differs(tmp_path, capsys, monkeypatch):
+    files = {f"train/{name}": data for name, data in kaggle_images(15).items()}
+    files |= {"train/more/cat.3.jpg": jpeg(903), "train/more.zip": zip_bytes({"dog.4.jpg": jpeg(904)})}
+    source = write_files(tmp_path / "in", files) / "train"
+    fractions = ("--val-fraction", 0.2, "--test-fraction", 0.2)
+    assert run(capsys, "--source", source, "--dest", tmp_path / "out-a", "--seed", 3, *fractions)[0] == 0
+    list_in_reverse(monkeypatch)
+    assert run(capsys, "--source", source, "--dest", tmp_path / "out-b", "--seed", 3, *fractions)[0] == 0
+    monkeypatch.undo()
+    a, b = (tmp_path / "out-a" / data_split.MANIFEST).read_bytes(), (tmp_path / "out-b" / data_split.MANIFEST).read_bytes()
+    assert a == b and b"\ntest/" in a
+    assert hashes_on_disk(tmp_path / "out-a") == hashes_on_disk(tmp_path / "out-b")
+    assert run(capsys, "--source", source, "--dest", tmp_path / "out-c", "--seed", 4, *fractions)[0] == 0
+    a, c = hashes_on_disk(tmp_path / "out-a"), hashes_on_disk(tmp_path / "out-c")
+    assert a["test"] != c["test"] and a["validation"] != c["validation"]
+    assert len(c["test"]) == len(a["test"]) == 6  # round(20% of 16) of each class
+
+
+def test_test_fraction_0_writes_no_test_folder_and_a_test_split_comes_out_of_train(tmp_path, capsys):
+    source = write_files(tmp_path / "train", kaggle_images(10))
+    code, out, _ = run(capsys, "--source", source, "--dest", tmp_path / "two", "--test-fraction", 0)
+    assert code == 0 and "no test split" in out and not re.search(r"^test\s", out, re.M)
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(
+        [*data_split.SPLITS, data_split.MANIFEST, data_split.REJECTED, data_split.SPLIT_JSON])
+    two = read_csv(tmp_path / "two" / data_split.MANIFEST)
+    assert {r["split"] for r in two} == set(data_split.SPLITS) and len(two) == 20
+    assert json.loads((tmp_path / "two" / data_split.SPLIT_JSON).read_text())["test_fraction"] == 0
+    assert run(capsys, "--source", source, "--dest", tmp_path / "three")[0] == 0  # the default: a test split
+    three = read_csv(tmp_path / "three" / data_split.MANIFEST)
+
+    def of(rows, split):
+        return {r["source"] for r in rows if r["split"] == split}
+
+    assert of(three, "validation") == of(two, "validation")  # same seed: validation/ does not move
+    assert of(three, "test") and of(three, "test") <= of(two, "train")
+
+
+def test_a_split_made_before_test_fraction_is_kept_until_force(tmp_path, capsys):
+    source = write_files(tmp_path / "train", kaggle_images(10))
+    dest = tmp_path / "data"
+    assert run(capsys, "--source", source, "--dest", dest, "--test-fraction", 0)[0] == 0
+    record = json.loads((dest / data_split.SPLIT_JSON).read_text())
+    del record["test_fraction"]  # as the version without --test-fraction wrote it
+    (dest / data_split.SPLIT_JSON).write_text(json.dumps(record))
+    before = checksums(dest)
+    code, out, _ = run(capsys, "--source", source, "--dest", dest, "--test-fraction", 0)
+    assert code == 0 and "nothing to do" in out  # it is a --test-fraction 0 split
+
+    code, _, err = run(capsys, "--source", source, "--dest", dest)  # the same command as then: now a test split
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "--test-fraction 0 there, 0.1 now" in err and "add --force" in err and "--test-fraction 0 to keep it" in err
+    assert checksums(dest) == before
+
+    write_files(dest, {"test/mine.txt": b"not the tool's"})
+    code, _, err = run(capsys, "--source", source, "--dest", dest, "--force")
+    assert code == 2 and "test/ folder that this tool did not write" in err
+    assert checksums(dest) == before | {"data/test/mine.txt": hashlib.sha256(b"not the tool's").hexdigest()}
+    (dest / "test" / "mine.txt").unlink()
+    (dest / "test").rmdir()
+    assert run(capsys, "--source", source, "--dest", dest, "--force")[0] == 0
+    assert {r["split"] for r in read_csv(dest / data_split.MANIFEST)} == {"train", "validation", "test"}
+    assert run(capsys, "--source", source, "--dest", dest, "--test-fraction", 0, "--force")[0] == 0  # and back
+    after = checksums(dest)
+    assert not (dest / "test").exists() and after.pop("data/split.json") != before.pop("data/split.json")
+    assert after == before  # the very same two-way split, now with test_fraction 0 in split.json
 
 
 def test_source_is_never_changed(tmp_path, capsys):
@@ -648,7 +786,8 @@ def test_link_hard_links_and_falls_back_to_copying(tmp_path, capsys, monkeypatch
 
 
 @pytest.mark.parametrize("case", ["missing", "not-zip", "fraction-0", "fraction-1.5", "fraction-text", "inside",
-                                  "same", "source-in-dest", "unlabelled", "one-class", "bad-zip-name"])
+                                  "same", "source-in-dest", "unlabelled", "one-class", "bad-zip-name",
+                                  "test-fraction-1", "test-fraction-negative", "fractions-sum-1"])
 def test_user_mistakes_exit_2_with_one_line(tmp_path, capsys, case):
     source = write_files(tmp_path / "train", kaggle_images(2))
     (tmp_path / "notes.txt").write_text("hello")
@@ -667,6 +806,9 @@ def test_user_mistakes_exit_2_with_one_line(tmp_path, capsys, case):
         "unlabelled": ["--source", tmp_path / "test1", "--dest", tmp_path / "out"],
         "one-class": ["--source", tmp_path / "cats-only", "--dest", tmp_path / "out"],
         "bad-zip-name": ["--source", tmp_path / "fake.zip", "--dest", tmp_path / "out"],
+        "test-fraction-1": ["--source", source, "--test-fraction", "1"],
+        "test-fraction-negative": ["--source", source, "--test-fraction", "-0.1"],
+        "fractions-sum-1": ["--source", source, "--val-fraction", "0.6", "--test-fraction", "0.4"],
     }[case]
     code, out, err = run(capsys, *args)
     assert code == 2
@@ -683,5 +825,6 @@ def test_command_line_errors_and_help_without_traceback(tmp_path):
     assert result.stderr.strip().splitlines() == [f"data_split.py: error: source {tmp_path / 'nowhere'} does not exist"]
     help_text = subprocess.run([sys.executable, str(ROOT / "data_split.py"), "--help"],
                                capture_output=True, text=True, cwd=tmp_path).stdout
-    for flag in ("--source", "--dest", "--val-fraction", "--seed", "--link", "--force", "--demo", "--workers"):
+    for flag in ("--source", "--dest", "--val-fraction", "--test-fraction", "--seed", "--link", "--force", "--demo",
+                 "--workers"):
         assert flag in help_text

@@ -113,6 +113,26 @@ def test_another_search_is_refused(tmp_path):
         experiment.prepare(logdir, settings(), H.HPARAMS, halving)
 
 
+@pytest.mark.parametrize("evidence", ["halving.json", "a trial stopped short"])
+def test_without_experiment_json_the_search_is_still_checked(tmp_path, evidence):
+    logdir = tmp_path / "logs"
+    halving = {"search": "halving", "min_epochs": 1, "halving_rate": 3, "rungs": [1, 3, 5]}
+    experiment.prepare(logdir, settings(), H.HPARAMS, halving)
+    if evidence == "halving.json":
+        write_json(logdir / experiment.DECISIONS_FILE, [{"epochs": 1, "trained": ["a"], "promoted": [], "stopped": ["a"]}])
+    else:
+        (logdir / "a").mkdir()
+        write_json(logdir / "a" / trial.TRIAL_FILE, {"name": "a", "status": "success", "epochs": 1,
+                                                     "settings": dataclasses.asdict(settings())})
+    (logdir / experiment.EXPERIMENT_FILE).unlink()
+    with pytest.raises(UsageError, match="search with other settings"):
+        experiment.prepare(logdir, settings(), H.HPARAMS, GRID)
+    if evidence == "halving.json":  # its rungs tell the halving settings apart too
+        with pytest.raises(UsageError, match="search with other settings"):
+            experiment.prepare(logdir, settings(), H.HPARAMS, {**halving, "halving_rate": 2, "rungs": [2, 4, 5]})
+    experiment.prepare(logdir, settings(), H.HPARAMS, halving)  # the same search goes on
+
+
 # Folder names Windows refuses besides these characters: reserved device names, a trailing dot or space.
 UNSAFE = re.compile(r'[\x00-\x1f<>:"/\\|?*]|[. ]$|^\.|^(con|prn|aux|nul|com\d|lpt\d)(\..*)?$', re.IGNORECASE)
 ODD = {"num_units": [8, 256, -3], "dropout": [0.1, 0.5, 1e-05, 1e16], "learning_rate": [1e-05, 0.001, 0.0001],
@@ -179,3 +199,39 @@ def test_a_logdir_with_the_old_run_folder_names_is_continued_in_place(dataset, t
     assert continued["status"] == "success" and continued["resumed_from_epoch"] == 1 and continued["attempts"] == 2
     assert sorted(p.name for p in logdir.iterdir() if p.is_dir()) == sorted(old)  # no folder under a new name
     assert trial.trial_name(adam) not in (logdir / experiment.RESULTS_FILE).read_text()
+
+
+def test_the_best_model_is_chosen_among_this_grids_trials_only(tmp_path):
+    """A record in .best.json of a trial outside the current grid (a changed --grid) no longer
+    competes: the best of this grid's trials becomes best_model.keras."""
+    import keras
+
+    logdir = tmp_path / "logs"
+    logdir.mkdir()
+    done = settings()
+    metrics = {"accuracy": 0.6, "best_val_accuracy": 0.6, "val_loss": 0.5, "wall_time_s": 1.0, "epochs": done.epochs}
+    old = {"name": "old", "status": "success", "epochs": done.epochs, "settings": dataclasses.asdict(done),
+           "metrics": {**metrics, "accuracy": 0.99}}
+    write_json(logdir / experiment.BEST_FILE, old)
+    new = {**old, "name": "new", "metrics": metrics}
+    model = keras.Sequential([keras.Input((4, 4, 3), dtype="uint8"), keras.layers.Flatten(), keras.layers.Dense(2)])
+    experiment.BestModel(logdir, ("new",), done)(model, new)
+    assert json.loads((logdir / experiment.BEST_FILE).read_text())["name"] == "new"
+    assert (logdir / experiment.BEST_MODEL_FILE).is_file()
+
+
+def test_a_changed_grid_whose_rank_1_model_was_not_kept_says_so(dataset, tmp_path, capsys):
+    """The grid narrowed to its second-best trial, reused as it is: best_model.keras still holds the
+    first grid's winner, whose model is not rank 1 any more. The run says so (and scores no test)."""
+    logdir = tmp_path / "logs"
+    fast = ["--data", str(dataset), "--logdir", str(logdir), "--image-size", "24", "--batch-size", "8",
+            "--epochs", "1", "--steps-per-epoch", "2", "--quiet", "--grid", "num_units=8", "--grid", "dropout=0.1",
+            "--grid", "learning_rate=0.01"]
+    assert train.main([*fast, "--grid", "optimizer=adam,sgd"]) == 0
+    with (logdir / "results.csv").open(newline="") as f:
+        first, second = (row for row in csv.DictReader(f))
+    capsys.readouterr()
+    assert train.main([*fast, "--grid", f"optimizer={second['optimizer']}"]) == 0
+    out = capsys.readouterr().out
+    assert (f"Note: best_model.keras is {first['run']}'s model, not rank 1's ({second['run']}): that trial's "
+            "model was not kept when it finished") in out

@@ -10,7 +10,7 @@ from pathlib import Path
 from conftest import metric, snapshot, trial_outcome
 from test_train import FAST, read_results
 
-from hparam_sweep import experiment, hooks, metrics as M, search, trial
+from hparam_sweep import experiment, hooks, metrics as M, trial
 import train
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,12 +44,15 @@ def test_halving_continues_the_best_third_and_the_dashboard_tells_how_far_each_w
     assert all(len(g["sessions"]) == 1 for g in groups.values())
     assert (logdir / experiment.BEST_MODEL_FILE).is_file()
 
-    # A rerun of the same command decides the same and trains nothing.
-    before = snapshot(logdir / winner)
+    # A rerun of the same command decides the same, from the trials' records on disk (halving.json
+    # is written again from them), says nothing new, and trains nothing.
+    before, decided = snapshot(logdir / winner), (logdir / experiment.DECISIONS_FILE).read_text()
     assert train.main(argv) == 0
-    assert "Reusing 3 finished trial(s)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "Reusing 3 finished trial(s)" in out and "Rung" not in out
+    assert (logdir / experiment.DECISIONS_FILE).read_text() == decided
     assert snapshot(logdir / winner) == before
-    assert search.ranked([json.loads((logdir / r["run"] / "trial.json").read_text()) for r in rows])[0]["name"] == winner
+    assert read_results(logdir) == rows
 
 
 def run_cli(dataset, logdir, *extra, kill_at=None):
@@ -81,3 +84,18 @@ def test_halving_trains_its_winner_bit_identical_to_the_grid_and_survives_kills(
     for name in decisions[0]["trained"]:
         assert trial_outcome(killed / name) == trial_outcome(tmp_path / "halving" / name)
     assert json.loads((killed / winner / trial.TRIAL_FILE).read_text())["attempts"] >= 3  # rung 1, killed, resumed
+
+
+def test_a_kill_before_a_rungs_decision_is_recorded_on_the_rerun(dataset, tmp_path):
+    """Killed after rung 1's last trial, before its decision was written: the rerun records the
+    rung, deletes the stopped trial's backup, and ends with every rung in halving.json."""
+    logdir = tmp_path / "logs"
+    run_cli(dataset, logdir, "--search", "halving", kill_at="round:1")
+    assert not (logdir / experiment.DECISIONS_FILE).exists()
+    assert len(list(logdir.glob(f"*/{trial.BACKUP_DIR}"))) == 2  # both trials of rung 1 could still go on
+
+    run_cli(dataset, logdir, "--search", "halving")
+    decisions = json.loads((logdir / experiment.DECISIONS_FILE).read_text())
+    assert [d["epochs"] for d in decisions] == [1, 2, 3]
+    (stopped,) = decisions[0]["stopped"]
+    assert not (logdir / stopped / trial.BACKUP_DIR).exists()

@@ -1,7 +1,9 @@
 """The decode cache: a machine decodes the images once; reruns and other processes map the files."""
 
+import fcntl
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -59,6 +61,31 @@ def test_the_cache_holds_exactly_what_a_decode_gives_and_a_rerun_does_not_decode
     assert folders(cache) == [name]
 
 
+def test_one_data_set_is_one_entry_however_its_folder_is_named_and_abandoned_builds_go(dataset, tmp_path,
+                                                                                      monkeypatch, capsys):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    # Folders that killed builders of other keys left; one whose key a live process is building now.
+    (cache / ".24px-abandoned.tmp-4242").mkdir()
+    (cache / ".24px-abandoned.tmp-4242" / "train-images.npy").write_bytes(b"half")
+    (cache / ".24px-busy.tmp-4343").mkdir()
+    with (cache / "24px-busy.lock").open("a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        first = pipeline.load_data(dataset, 24, cache)
+        assert not (cache / ".24px-abandoned.tmp-4242").exists()
+        assert (cache / ".24px-busy.tmp-4343").is_dir()
+    [name] = [f for f in folders(cache) if not f.startswith(".")]
+
+    # The same images as --data data, ./data, an absolute path, or moved elsewhere: no second decode.
+    monkeypatch.setattr(pipeline, "decoded_batches", refuse)
+    monkeypatch.chdir(dataset.parent)
+    moved = tmp_path / "elsewhere" / "data"
+    shutil.copytree(dataset, moved)  # copy2: same sizes and modification times
+    for spelling in (Path(dataset.name), Path(".") / dataset.name, dataset.resolve(), moved):
+        assert_same(pipeline.load_data(spelling, 24, cache), first)
+    assert [f for f in folders(cache) if not f.startswith(".")] == [name]
+
+
 def test_a_changed_image_or_another_size_misses(dataset, tmp_path, capsys):
     cache = tmp_path / "cache"
     # An image stored uncompressed: other pixels of the same size make a file of the same size,
@@ -112,24 +139,44 @@ def test_a_damaged_cache_is_rebuilt_not_trusted(dataset, tmp_path, capsys, damag
     assert "read from the decode cache" in capsys.readouterr().out
 
 
+def waiting_on_a_lock(pid):
+    """Whether process pid waits for a flock (the kernel lists it in /proc/locks behind "->")."""
+    return any(line.split()[1] == "->" and line.split()[5] == str(pid)
+               for line in Path("/proc/locks").read_text().splitlines() if "FLOCK" in line)
+
+
 def test_processes_starting_together_decode_once(dataset, tmp_path):
-    cache, go = tmp_path / "cache", tmp_path / "go"
-    # Each process imports TensorFlow, says it is ready and waits for `go`, so that both ask for the
-    # images at the same moment; the decode is slowed down so that the other one surely asks during it.
+    """The first process decodes under the key's lock; one asking meanwhile waits for the lock (seen
+    in /proc/locks, not assumed from timing), then maps what the first wrote: one decode."""
+    cache, decoding, go = tmp_path / "cache", tmp_path / "decoding", tmp_path / "go"
     script = (
         "import sys, time; from pathlib import Path; from hparam_sweep import pipeline\n"
         "decode = pipeline.decode_to_cache\n"
-        "pipeline.decode_to_cache = lambda *a: time.sleep(3) or decode(*a)\n"
-        "Path(sys.argv[1]).touch()\n"
-        "while not Path(sys.argv[2]).exists(): time.sleep(0.01)\n"
-        "train, validation = pipeline.load_data(Path(sys.argv[3]), 24, Path(sys.argv[4]))\n"
+        "def held(*a):\n"
+        "    Path(sys.argv[3]).touch()  # decoding, under the lock: wait for the test's go\n"
+        "    while not Path(sys.argv[4]).exists(): time.sleep(0.01)\n"
+        "    return decode(*a)\n"
+        "pipeline.decode_to_cache = held\n"
+        "train, validation = pipeline.load_data(Path(sys.argv[1]), 24, Path(sys.argv[2]))\n"
         "print('sum', int(train.images.numpy().sum()), int(validation.images.numpy().sum()))\n"
     )
-    processes = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path / f"ready{i}"), str(go), str(dataset), str(cache)],
-                                  cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+
+    def start():
+        return subprocess.Popen([sys.executable, "-c", script, str(dataset), str(cache), str(decoding), str(go)],
+                                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    first = start()
+    processes = [first]
     try:
-        while not all((tmp_path / f"ready{i}").exists() for i in range(2)):
-            assert all(p.poll() is None for p in processes), [p.communicate() for p in processes]
+        while not decoding.exists():
+            assert first.poll() is None, first.communicate()
+            time.sleep(0.05)
+        second = start()
+        processes.append(second)
+        deadline = time.monotonic() + 120
+        while not waiting_on_a_lock(second.pid):
+            assert second.poll() is None, second.communicate()
+            assert time.monotonic() < deadline, "the second process never waited for the decode cache's lock"
             time.sleep(0.05)
         go.touch()
         outputs = [p.communicate(timeout=300) for p in processes]
@@ -137,10 +184,9 @@ def test_processes_starting_together_decode_once(dataset, tmp_path):
         for p in processes:
             p.kill()
     assert all(p.returncode == 0 for p in processes), outputs
-    lines = [out for out, _ in outputs]
-    assert sum("decoded into the decode cache" in out for out in lines) == 1, lines
-    assert sum("read from the decode cache" in out for out in lines) == 1, lines
-    assert len({out.splitlines()[-1] for out in lines}) == 1  # the same pixels in both
+    (first_out, _), (second_out, _) = outputs
+    assert "decoded into the decode cache" in first_out and "read from the decode cache" in second_out
+    assert first_out.splitlines()[-1] == second_out.splitlines()[-1]  # the same pixels in both
     assert len(folders(cache)) == 1
 
 

@@ -11,20 +11,24 @@ import re
 import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
 from conftest import metric, trial_outcome
-from test_resume import wait_for_file
-from test_train import FAST, read_results, trial_record
+from test_resume import wait_for_pauses
+from test_train import FAST, check_a_fault_outside_the_trial_stops_the_run_and_fails_no_trial, read_results, trial_record
 
 from hparam_sweep import experiment, hooks, imagecache, metrics as M, pipeline, search, trial
 import train
 
 ray = pytest.importorskip("ray")
 from ray.cluster_utils import Cluster  # noqa: E402 - only once Ray is known to be installed
+
+from hparam_sweep import parallel  # noqa: E402 - imports Ray
 
 ROOT = Path(__file__).resolve().parent.parent
 FOUR = ["--grid", "num_units=8,16", "--grid", "dropout=0.1", "--grid", "optimizer=adam,sgd", "--grid", "learning_rate=0.01"]
@@ -46,6 +50,32 @@ def cluster():
     nodes.shutdown()
 
 
+class Together:
+    """Beside a driver, in a thread: lets trials paused at TRIAL_PAUSE_AT=NAME:N:flag go on only in
+    pairs. A paused trial waits until a second one is paused too (two trials then ran at once), and
+    both go on; after that, every pause is let go at once. After `timeout` s without a pair it lets
+    them go anyway, so that a failing test ends: `seen` then stays False."""
+
+    def __init__(self, flag, timeout=240):
+        self.flag, self.seen, self.stop = flag, False, threading.Event()
+        self.deadline = time.monotonic() + timeout
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self):
+        while not self.stop.is_set():
+            paused = list(self.flag.parent.glob(f"{self.flag.name}.*"))
+            self.seen = self.seen or len(paused) >= 2
+            if paused and (self.seen or time.monotonic() > self.deadline):
+                for path in paused:
+                    path.unlink(missing_ok=True)
+            self.stop.wait(0.05)
+
+    def close(self):
+        self.stop.set()
+        self.thread.join()
+
+
 def interval(record):
     return tuple(datetime.datetime.fromisoformat(record[k]).timestamp() for k in ("started", "finished"))
 
@@ -54,7 +84,12 @@ def test_grid_runs_trials_concurrently_on_both_nodes(cluster, dataset, tmp_path,
     logdir, cache = tmp_path / "logs", tmp_path / "cache"
     # The driver decodes nothing: the workers take the images from their machine's decode cache.
     monkeypatch.setattr(pipeline, "decoded_batches", lambda *a: pytest.fail("the driver decoded the images"))
+    # Each trial pauses as it starts, until another one has started too.
+    together = Together(tmp_path / "started")
+    monkeypatch.setenv(hooks.PAUSE_AT_ENV, f"history:1:{tmp_path / 'started'}")
     assert train.main(["--ray", "--data", str(dataset), "--logdir", str(logdir), "--cache-dir", str(cache), *FAST, *FOUR]) == 0
+    together.close()
+    monkeypatch.delenv(hooks.PAUSE_AT_ENV)
     out = capsys.readouterr().out
     assert "Running 4 trial(s) on Ray" in out and out.count(" -> accuracy ") == 4
     # A trial needing more CPUs than any one node has could never start: refused at once.
@@ -63,9 +98,7 @@ def test_grid_runs_trials_concurrently_on_both_nodes(cluster, dataset, tmp_path,
 
     records = [trial_record(logdir, row["run"]) for row in read_results(logdir)]
     assert [r["status"] for r in records] == ["success"] * 4 and all(r["attempts"] == 1 for r in records)
-    # Two at a time: some trial started before another one ended.
-    spans = sorted(interval(r) for r in records)
-    assert any(later[0] < earlier[1] for earlier, later in zip(spans, spans[1:])), spans
+    assert together.seen  # two trials were paused at once: they ran side by side
     # Trials ran on both nodes.
     assert {r["worker"]["node_id"] for r in records} == {n["NodeID"] for n in ray.nodes() if n["Alive"]}
     # Both nodes are this machine: one worker decoded the images into its cache, the other mapped them.
@@ -142,7 +175,7 @@ def test_driver_killed_mid_grid_resumes_exactly_as_the_local_loop_runs(cluster, 
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env={**os.environ, hooks.PAUSE_AT_ENV: f"history:2:{paused}"},
     )
-    wait_for_file(driver, paused)
+    wait_for_pauses(driver, paused, count=2)  # both trials, side by side
     # A second driver on the same logdir is refused while the first holds it.
     assert train.main(["--ray", "--logdir", str(logdir), *args]) == train.EXIT_USAGE
     assert f"in use by train.py (pid {driver.pid})" in capsys.readouterr().err
@@ -152,7 +185,7 @@ def test_driver_killed_mid_grid_resumes_exactly_as_the_local_loop_runs(cluster, 
     assert train.main(["--ray", "--logdir", str(logdir), *args]) == 0
     names = [row["run"] for row in read_results(logdir)]
     resumed = [trial_record(logdir, name) for name in names]
-    assert any(r["resumed_from_step"] == 2 for r in resumed), resumed
+    assert [r["resumed_from_step"] for r in resumed] == [2, 2], resumed
     groups = tensorboard(logdir).wait_for(2)
     assert len(groups) == 2  # one session per trial, not one per attempt
 
@@ -268,3 +301,67 @@ def test_a_ray_started_by_the_driver_runs_trials_at_the_local_loops_priority():
     assert out.returncode == 0, out.stderr
     worker, driver = re.search(r"^worker (\d+) driver (\d+)$", out.stdout, re.M).groups()
     assert worker == driver, out.stdout
+
+
+def test_a_fault_outside_the_trial_stops_the_ray_run_and_fails_no_trial(cluster, dataset, tmp_path, capsys):
+    """As in the local loop (test_train.py): a best model that cannot be saved in the worker stops the
+    run; Ray does not record the trained trial as failed nor delete its backup."""
+    logdir = tmp_path / "logs"
+    argv = ["--ray", "--data", str(dataset), "--logdir", str(logdir), *FAST,
+            "--grid", "num_units=8", "--grid", "dropout=0.1", "--grid", "optimizer=adam", "--grid", "learning_rate=0.01"]
+    check_a_fault_outside_the_trial_stops_the_run_and_fails_no_trial(argv, logdir, capsys)
+
+
+@pytest.mark.usefixtures("cluster")
+def test_trials_share_a_gpu_as_asked_and_none_on_a_cluster_without():
+    for per_gpu, share in [(1, 1.0), (2, 0.5), (4, 0.25)]:
+        resources = parallel.trial_resources({"CPU": 2, "GPU": 2}, 1, per_gpu, 3)
+        assert resources == {"num_cpus": 1, "num_gpus": share, "max_retries": 3}
+    assert parallel.trial_resources({"CPU": 2}, 1, 2, 0)["num_gpus"] == 0
+
+
+def test_a_worker_refuses_data_other_than_the_drivers(dataset):
+    settings = trial.Settings(data=str(dataset), data_fingerprint="the driver's", image_size=24, batch_size=8,
+                              epochs=1, steps_per_epoch=1, seed=1, deterministic=False, mixed_precision=False,
+                              xla=False, augment_in_model=False)
+    with pytest.raises(RuntimeError, match=f"the images in {dataset} on .* are not the driver's"):
+        parallel.worker_data(settings, None, False)
+
+
+def test_ctrl_c_cancels_the_trials_running_on_ray(cluster, dataset, tmp_path, monkeypatch):
+    """Ctrl-C in the driver stops its running trials at once, while it is still connected to Ray (a
+    dead driver's tasks would end anyway): none is left writing into the logdir."""
+    settings = trial.Settings(data=str(dataset), data_fingerprint=pipeline.data_fingerprint(dataset), image_size=24,
+                              batch_size=8, epochs=2, steps_per_epoch=2, seed=1, deterministic=False,
+                              mixed_precision=False, xla=False, augment_in_model=False)
+    executor = parallel.RayExecutor(settings, tmp_path / "logs", (None, False), 0, 5.0,
+                                    {"num_cpus": 1, "num_gpus": 0, "max_retries": 0})
+    tasks = [search.Task(o, {"num_units": 8, "dropout": 0.1, "optimizer": o, "learning_rate": 0.01}, 2)
+             for o in ("adam", "sgd")]
+    flag, paused = tmp_path / "started", []
+    monkeypatch.setenv(hooks.PAUSE_AT_ENV, f"history:1:{flag}")
+
+    def ctrl_c_once_both_run():
+        while len(found := list(tmp_path.glob("started.*"))) < 2:
+            time.sleep(0.05)
+        paused.extend(int(p.suffix[1:]) for p in found)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=ctrl_c_once_both_run, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):
+        for _ in executor.run(tasks, None, lambda task: None):
+            pass
+    deadline = time.monotonic() + 60
+    while alive := [pid for pid in paused if process_exists(pid)]:
+        assert time.monotonic() < deadline, f"trial processes {alive} still run after Ctrl-C"
+        time.sleep(0.1)
+    assert len(paused) == 2
+
+
+def process_exists(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+

@@ -47,13 +47,15 @@ def ended_output(process, timeout=120):
         pytest.fail(f"still running {timeout} s after it was told to stop:\n{stacks[-8000:]}")
 
 
-def wait_for_file(process, path, timeout=240):
-    """Block until `path` exists (the process made it); fail at once if the process ends first."""
+def wait_for_pauses(process, flag, count=1, timeout=240):
+    """Block until `count` processes have paused at TRIAL_PAUSE_AT=...:flag (each made flag.PID);
+    return their pids. Fails at once if `process` (the driver) ends first."""
     deadline = time.monotonic() + timeout
-    while not path.exists():
+    while len(paused := sorted(flag.parent.glob(f"{flag.name}.*"))) < count:
         assert process.poll() is None, process.stdout.read()
-        assert time.monotonic() < deadline, f"{path} never appeared"
+        assert time.monotonic() < deadline, f"{len(paused)} of {count} processes paused at {flag}"
         time.sleep(0.05)
+    return [int(p.suffix[1:]) for p in paused]
 
 
 def epochs_logged(run_dir):
@@ -68,7 +70,7 @@ def test_interrupted_grid_resumes_where_it_stopped(dataset, tmp_path, tensorboar
     # signal lands mid-trial however fast the machine is.
     paused = tmp_path / "paused"
     process = start_grid(dataset, logdir, env={hooks.PAUSE_AT_ENV: f"history:6:{paused}"})
-    wait_for_file(process, paused)
+    assert wait_for_pauses(process, paused) == [process.pid]
     assert epochs_logged(logdir / NAMES[1]) == [0]
 
     # A second process on the same logdir is refused while the first holds it.

@@ -86,12 +86,15 @@ def test_grid_shows_up_in_the_hparams_dashboard(dataset, tmp_path, tensorboard, 
     # final metrics, and as the README says it takes uint8 images and returns [P(cat), P(dog)].
     best = read_results(logdir)[0]
     model = keras.models.load_model(logdir / experiment.BEST_MODEL_FILE)
+    # It is an inference model (uncompiled): its loss and accuracy are computed here from its predictions.
     val_set = pipeline.load_split(dataset / "validation", 24)
-    loss, accuracy = model.evaluate(pipeline.validation_dataset(val_set, 8), verbose=0)
-    assert accuracy == pytest.approx(float(best[M.ACCURACY]), abs=1e-6)
-    assert loss == pytest.approx(float(best[M.VAL_LOSS]), rel=1e-5)
     probabilities = model.predict(val_set.images.numpy(), verbose=0)
     assert probabilities.shape == (8, 2) and np.allclose(probabilities.sum(axis=1), 1, atol=1e-5)
+    labels = val_set.labels.numpy()
+    accuracy = np.mean(np.argmax(probabilities, axis=1) == labels)
+    loss = keras.losses.categorical_crossentropy(np.eye(2)[labels], probabilities).numpy().mean()
+    assert accuracy == pytest.approx(float(best[M.ACCURACY]), abs=1e-6)
+    assert loss == pytest.approx(float(best[M.VAL_LOSS]), rel=1e-5)
 
 
 def test_nan_trial_is_a_failure_and_the_grid_goes_on(dataset, tmp_path, tensorboard, capsys, diverging):
@@ -150,6 +153,16 @@ def test_demo_changes_the_defaults_not_what_the_user_set():
     plain = train.parse_args([])
     assert (plain.data, plain.image_size, plain.epochs, plain.grid) == (
         train.DEFAULT_DATA, train.DEFAULT_IMAGE_SIZE, train.DEFAULT_EPOCHS, [])
+
+
+def test_device_flags_default_on_with_a_gpu_and_off_on_cpu_but_what_the_user_set_stays():
+    for gpus, expected in [(["NVIDIA H100 80GB HBM3"], True), ([], False)]:
+        args = train.parse_args(["--no-xla"])
+        train.resolve_device_flags(args, gpus)
+        assert (args.xla, args.mixed_precision, args.augment_in_model) == (False, expected, expected)
+    args = train.parse_args(["--mixed-precision"])
+    train.resolve_device_flags(args, [])
+    assert (args.xla, args.mixed_precision, args.augment_in_model) == (False, True, False)
 
 
 @pytest.mark.parametrize(
@@ -306,7 +319,7 @@ def help_text(script):
     return text, imported.split()
 
 
-@pytest.mark.parametrize("script", ["train.py", "data_split.py"])
+@pytest.mark.parametrize("script", ["train.py", "data_split.py", "predict.py"])
 def test_help_is_instant_and_shows_each_default_once(script):
     text, imported = help_text(script)
     assert "--help" in text and imported == []
@@ -362,9 +375,71 @@ def test_best_model_is_rank_one_even_when_accuracies_tie(dataset, tmp_path, monk
         return record
 
     monkeypatch.setattr(trial, "run", fake_run)
+    monkeypatch.setattr(experiment, "inference_model", lambda model: model)
     logdir = tmp_path / "logs"
     grid = ["--grid", "num_units=8", "--grid", "dropout=0.1", "--grid", "optimizer=adam,sgd,rmsprop", "--grid", "learning_rate=0.01"]
     assert train.main(["--data", str(dataset), "--logdir", str(logdir), *FAST, *grid]) == 0
     best = read_results(logdir)[0]
     assert best["optimizer"] == "sgd"
     assert (logdir / experiment.BEST_MODEL_FILE).read_text() == best["run"]
+
+
+def check_a_fault_outside_the_trial_stops_the_run_and_fails_no_trial(argv, logdir, capsys):
+    """best_model.keras cannot be written (here a folder of that name, as a full disk or a refused
+    lock would refuse it): the run stops in one line, exit 3; the trained trial is not failed and
+    keeps its training state; the rerun finishes it without training it again."""
+    logdir.mkdir(parents=True)
+    (logdir / experiment.BEST_MODEL_FILE).mkdir()
+    assert train.main(argv) == train.EXIT_STOPPED
+    err = capsys.readouterr().err
+    assert f"cannot keep the best model in {logdir / experiment.BEST_MODEL_FILE}" in err
+    assert "rerun the same command" in err and "Traceback" not in err
+    [run_dir] = [p for p in logdir.iterdir() if (p / trial.TRIAL_FILE).exists()]
+    assert trial.load(run_dir)["status"] == "running" and (run_dir / trial.BACKUP_DIR).is_dir()
+
+    (logdir / experiment.BEST_MODEL_FILE).rmdir()
+    assert train.main(argv) == 0
+    record = trial.load(run_dir)
+    assert record["status"] == "success" and record["resumed_from_epoch"] == record["epochs"]  # nothing retrained
+    assert (logdir / experiment.BEST_MODEL_FILE).is_file()
+
+
+def test_a_fault_outside_the_trial_stops_the_run_and_fails_no_trial(dataset, tmp_path, capsys):
+    logdir = tmp_path / "logs"
+    argv = ["--data", str(dataset), "--logdir", str(logdir), *FAST,
+            "--grid", "num_units=8", "--grid", "dropout=0.1", "--grid", "optimizer=adam", "--grid", "learning_rate=0.01"]
+    check_a_fault_outside_the_trial_stops_the_run_and_fails_no_trial(argv, logdir, capsys)
+
+
+def test_native_windows_is_refused_in_one_line(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "platform", "win32")
+    assert train.main(["--demo"]) == train.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "WSL2" in err
+
+
+def test_an_nvidia_gpu_that_tensorflow_cannot_use_is_named_with_the_fix(dataset, tmp_path, monkeypatch, capsys):
+    """A machine with an NVIDIA GPU (its nvidia-smi, faked on PATH) where TensorFlow sees none: the
+    start-up line says so and how to install TensorFlow's CUDA libraries."""
+    from hparam_sweep import common, trial
+
+    bin_dir, dev = tmp_path / "bin", tmp_path / "dev"
+    bin_dir.mkdir()
+    dev.mkdir()
+    (bin_dir / "nvidia-smi").write_text("#!/bin/sh\necho 'NVIDIA-SMI 580.65'\n")
+    (bin_dir / "nvidia-smi").chmod(0o755)
+    monkeypatch.setattr(trial, "gpu_names", lambda: [])  # TensorFlow sees none, whatever this machine has
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    argv = ["--data", str(dataset), "--logdir", str(tmp_path / "logs"), *FAST, "--epochs", "1", "--steps-per-epoch", "1",
+            "--grid", "num_units=8", "--grid", "dropout=0.1", "--grid", "optimizer=adam", "--grid", "learning_rate=0.01"]
+    assert train.main(argv) == 0
+    assert ("Training on the CPU (this machine has an NVIDIA GPU but TensorFlow sees none: install TensorFlow's "
+            'CUDA libraries with pip install -e ".[gpu]")') in capsys.readouterr().out
+
+    # What is looked for: nvidia-smi on PATH, or the driver's device files.
+    assert common.nvidia_gpu_present(dev)
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    assert not common.nvidia_gpu_present(dev)
+    (dev / "nvidia0").touch()
+    assert common.nvidia_gpu_present(dev)
+

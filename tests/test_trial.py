@@ -34,6 +34,44 @@ def test_a_stopped_trial_continues_where_it_stopped(dataset, tmp_path):
     assert trial.load(run_dir) == second
 
 
+def test_a_trial_asked_for_an_earlier_epoch_than_its_backup_reports_that_epoch(dataset, tmp_path):
+    """A halving trial promoted past rung 1 and killed in rung 2 is asked for rung 1 again on the
+    rerun: its backup already holds epoch 2, and the record must still say epoch 1's metrics."""
+    data = pipeline.load_data(dataset, 24)
+    run_dir = tmp_path / "adam"
+    trial.run(VALUES, settings(dataset), data, run_dir, epochs=2, verbose=0)
+    epochs = trial.read_history(run_dir / trial.HISTORY_FILE)
+    assert (epochs[0]["val_accuracy"], epochs[0]["val_loss"]) != (epochs[1]["val_accuracy"], epochs[1]["val_loss"])
+
+    again = trial.run(VALUES, settings(dataset), data, run_dir, epochs=1, verbose=0)
+    assert again["epochs"] == 1 and len(again["curve"]) == 1
+    assert (again["metrics"]["accuracy"], again["metrics"]["val_loss"]) == (epochs[0]["val_accuracy"],
+                                                                            epochs[0]["val_loss"])
+    assert again["metrics"]["best_val_accuracy"] == epochs[0]["val_accuracy"]
+
+
+class CountingClock:
+    """trial.py's `time`, made a clock that moves one second each time it is read: durations become
+    counts of readings (each training step reads it once), the same on any machine."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def monotonic(self):
+        self.now += 1.0
+        return self.now
+
+
+def test_wall_time_is_the_whole_training_time_across_rungs_and_attempts(dataset, tmp_path, monkeypatch):
+    """A halving trial trained to epoch 2, then continued to 3 (a shorter attempt): its wall time
+    counts both, not only the last one."""
+    monkeypatch.setattr(trial, "time", CountingClock())
+    data = pipeline.load_data(dataset, 24)
+    first = trial.run(VALUES, settings(dataset), data, tmp_path / "adam", epochs=2, verbose=0)
+    second = trial.run(VALUES, settings(dataset), data, tmp_path / "adam", epochs=3, verbose=0)
+    assert second["metrics"]["wall_time_s"] > first["metrics"]["wall_time_s"]
+
+
 def test_a_failing_callback_is_not_the_trials_failure(dataset, tmp_path):
     """on_success keeps the best model; a full disk there must stop the run, not fail the trial."""
     data = pipeline.load_data(dataset, 24)
