@@ -257,10 +257,13 @@ def local_executor(args, _):
         tf.config.experimental.enable_op_determinism()
     data = pipeline.load_data(args.data, args.image_size, imagecache.location(args.cache_dir, not args.no_cache))
     settings = make_settings(args, len(data[0]))
-    print(f"Training on {', '.join(gpus) or 'the CPU (' + no_gpu_reason() + ')'}: XLA {'on' if settings.xla else 'off'}, "
-          f"mixed precision {'on' if settings.mixed_precision else 'off'}, "
+    print(f"Training on {', '.join(gpus) or 'the CPU (' + no_gpu_reason() + ')'}: {describe_device(settings)}, "
           f"augmentation {'in the model' if settings.augment_in_model else 'in the input pipeline'}.")
     return settings, loop.InProcess(settings, data, args.logdir, keras_verbosity(args.quiet), args.backup_minutes)
+
+
+def describe_device(settings):
+    return f"XLA {'on' if settings.xla else 'off'}, mixed precision {'on' if settings.mixed_precision else 'off'}"
 
 
 def no_gpu_reason():
@@ -288,8 +291,7 @@ def ray_executor(args, cluster):
     settings = make_settings(args, pipeline.image_count(args.data / "train"))
     cache = imagecache.location(args.cache_dir, not args.no_cache)
     print(f"Ray: {cluster.get('CPU', 0):g} CPUs, {cluster.get('GPU', 0):g} GPUs on "
-          f"{sum(n['Alive'] for n in parallel.ray.nodes())} node(s): XLA {'on' if settings.xla else 'off'}, "
-          f"mixed precision {'on' if settings.mixed_precision else 'off'}. "
+          f"{sum(n['Alive'] for n in parallel.ray.nodes())} node(s): {describe_device(settings)}. "
           + (f"Each machine decodes the images once, into its own decode cache ({cache} here)." if cache else
              "--no-cache: each trial process decodes the images itself."), flush=True)
     # What each worker resolves on its own machine (the default cache folder is per machine).

@@ -1,67 +1,84 @@
-"""Benchmark the halving search against the plain grid: compute, wall time and the trial each picks.
+"""How far to trust successive halving: its pick against the grid's, judged on a test split that
+neither search sees, over several seeds, at a realistic epoch (one full pass over the training split).
 
     python bench/search.py --data ../shared/data/dogs-vs-cats-200px/train --json search.json
-    python bench/search.py --data data --steps-per-epoch 5 --epochs 3        # a quick smoke run
+    python bench/search.py --data data --seeds 1 --epochs 2 --steps-per-epoch 2      # a quick smoke run
 
-Both searches run through the real driver, train.main(), on the same images, seed and settings
-(by default the 9 trials of optimizer x learning rate at 256 units and dropout 0.2, 5 epochs,
-64x64 images). The JSON holds every figure, the machine, and the headline numbers:
-  wall_ratio    grid wall time / halving wall time (floor 2.3)
-  accuracy_gap  the grid's best final validation accuracy minus that of halving's pick (floor: <= 0.03)
-and, to tell why halving picks what it picks, every trial's validation accuracy after each epoch and
-`first_rung_rank_correlation`: Spearman's rank correlation, over the grid's trials, between the
-accuracy at the first rung (--min-epochs) and the final one. Near 0, the first cut is a lottery.
+Per seed (the training seed: initial weights, data order, augmentation; the split stays the same):
+  1. the grid (by default the 9 trials of optimizer x learning rate at 256 units, dropout 0.2, 64x64
+     images, 5 epochs), run through train.main under --deterministic; every fully trained trial's
+     model is also scored on the test split here, for the benchmark only (no search reads it);
+  2. one real halving run with the given --min-epochs / --halving-rate, same seed;
+  3. the replay: under --deterministic a halving trial continued to epoch k is bit-identical to the
+     grid's trial at epoch k, so halving's decisions follow from the grid's per-epoch curves. The
+     replay of step 2's settings must give step 2's decisions and pick (`replay_matches`); then the
+     replay compares other settings (--replay-min-epochs, --replay-rates, and the rung metric:
+     validation accuracy or validation loss) at no training cost.
+The JSON holds, per seed and as median/worst over seeds: wall_ratio (grid wall time / halving's),
+test_gap (the grid pick's test accuracy minus the halving pick's, with the pick's rank in the grid),
+and first_rung_rank_correlation (Spearman, over the grid's trials, between the rung metric after
+--min-epochs and the final validation accuracy).
 """
 
 import argparse
-import csv
 import json
-import os
+import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-# The project's root, for train.py; `bench` then resolves to bench/bench.py (a module beats the
-# bench/ folder, which has no __init__.py).
+# The project's root, for train.py and data_split.py; `bench` then resolves to bench/bench.py (a
+# module beats the bench/ folder, which has no __init__.py).
 sys.path.insert(0, str(ROOT))
 
+import data_split  # noqa: E402
+import hparams  # noqa: E402
 import train  # noqa: E402
-from bench import machine, prepare_split  # noqa: E402
-from hparam_sweep import metrics as M, search  # noqa: E402
+from bench import machine  # noqa: E402
+from hparam_sweep import evaluate, experiment, grid, metrics as M, pipeline, search, trial  # noqa: E402
+from hparam_sweep.common import TEST_SPLIT, read_json  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared/data/dogs-vs-cats-200px/train"
 GRID = ["num_units=256", "dropout=0.2", "optimizer=adam,sgd,rmsprop", "learning_rate=0.001,0.0005,0.0001"]
-FLOOR_WALL_RATIO = 2.3
-FLOOR_ACCURACY_GAP = 0.03
+FLOOR_WALL_RATIO = 2.3  # in every seed
+FLOOR_MEDIAN_GAP, FLOOR_WORST_GAP = 0.02, 0.04
 
 
-def run_search(name, data, logdir, args):
-    """Run one search through train.main; return its figures."""
-    argv = ["--data", str(data), "--logdir", str(logdir), "--image-size", str(args.image_size),
-            "--batch-size", str(args.batch_size), "--epochs", str(args.epochs), "--seed", str(args.seed), "--quiet",
-            "--search", name, *(f"--grid={g}" for g in GRID)]
-    if args.steps_per_epoch:
-        argv += ["--steps-per-epoch", str(args.steps_per_epoch)]
-    if name == "halving":
-        argv += ["--min-epochs", str(args.min_epochs)]
-    start = time.monotonic()
-    code = train.main(argv)
-    wall = time.monotonic() - start
-    if code not in (0, train.EXIT_TRIAL_FAILED):
-        raise SystemExit(f"bench/search.py: the {name} search stopped with exit code {code}")
-    records = [json.loads((logdir / row["run"] / "trial.json").read_text()) for row in read_csv(logdir / "results.csv")]
-    best = search.ranked(records)[0]
-    return {
-        "wall_s": round(wall, 1),
-        "epochs_trained": sum(search.epochs_trained(r) for r in records if r["status"] == "success"),
-        "trials": len(records),
-        "best_trial": best["name"],
-        "best_val_accuracy": best["metrics"][M.ACCURACY],
-        "ranking": [(r["name"], search.epochs_trained(r), r["metrics"].get(M.ACCURACY)) for r in search.ranked(records)],
-        "curves": {r["name"]: [row[M.ACCURACY] for row in r.get("curve", [])] for r in records},
-    }
+class LossHalving(search.Halving):
+    """Halving that ranks a rung by validation loss (lower first), then accuracy: for the replay."""
+
+    def promote(self, entered, records, rung, trials):
+        order = list(trials)
+
+        def key(name):
+            at = search.metrics_at(records[name], rung)
+            return (at is None, at[1] if at else 0.0, -at[0] if at else 0.0, order.index(name))
+
+        alive = [n for n in sorted(entered, key=key) if search.metrics_at(records[n], rung) is not None]
+        return alive[: max(1, -(-len(entered) // self.rate))] if rung < self.epochs else []
+
+
+def replay(halving, grid_records):
+    """(decisions, pick) of `halving` run on the grid's trials, each trained to epoch k taken from the
+    grid's record at epoch k (its curve): what a real run gives under --deterministic."""
+    trials = {name: record["hparams"] for name, record in grid_records.items()}
+    records = {}
+    for tasks in halving.rounds(trials, records):
+        for task in tasks:
+            full = grid_records[task.name]
+            if full["status"] != "success" or search.epochs_trained(full) < task.epochs:
+                records[task.name] = {**full, "status": "failure", "metrics": {}}
+                continue
+            row = full["curve"][task.epochs - 1]
+            records[task.name] = {**full, "epochs": task.epochs, "curve": full["curve"][:task.epochs],
+                                  "metrics": {M.ACCURACY: row[M.ACCURACY], M.VAL_LOSS: row[M.VAL_LOSS]}}
+    return halving.decisions(trials, records), search.ranked(list(records.values()))[0]["name"]
+
+
+def decisions_json(decisions):
+    return [{"epochs": d.epochs, "trained": d.trained, "promoted": d.promoted, "stopped": d.stopped} for d in decisions]
 
 
 def ranks(values):
@@ -71,8 +88,7 @@ def ranks(values):
 
 
 def spearman(xs, ys):
-    """Spearman's rank correlation of two equally long lists (SciPy's spearmanr, without SciPy for
-    one formula: Pearson's correlation of the ranks)."""
+    """Spearman's rank correlation: Pearson's correlation of the ranks (SciPy's spearmanr, without SciPy)."""
     rx, ry = ranks(xs), ranks(ys)
     mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
     cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
@@ -80,59 +96,157 @@ def spearman(xs, ys):
     return cov / spread if spread else 0.0
 
 
-def read_csv(path):
-    with path.open(newline="") as f:
-        return list(csv.DictReader(f))
+def run_search(name, data, logdir, seed, args, extra=()):
+    """One search through train.main; (wall seconds, {name: record} of its trials)."""
+    argv = ["--data", str(data), "--logdir", str(logdir), "--image-size", str(args.image_size), "--batch-size",
+            str(args.batch_size), "--epochs", str(args.epochs), "--seed", str(seed), "--quiet", "--deterministic",
+            "--search", name, *(f"--grid={g}" for g in GRID), *extra]
+    if args.steps_per_epoch:
+        argv += ["--steps-per-epoch", str(args.steps_per_epoch)]
+    start = time.monotonic()
+    code = train.main(argv)
+    if code not in (0, train.EXIT_TRIAL_FAILED):
+        raise SystemExit(f"bench/search.py: the {name} search stopped with exit code {code}")
+    # In grid order, as train.py hands trials to the search (its ties go to the trial earlier in the grid).
+    names = [trial.trial_name(values) for values in grid.expand_grid(grid.override(hparams.HPARAMS, GRID))]
+    records = {name: json.loads((logdir / name / "trial.json").read_text()) for name in names}
+    return time.monotonic() - start, records
+
+
+def test_accuracies(data, image_size):
+    """Score every fully trained trial's model on the test split as the grid trains it, for this
+    benchmark alone: experiment.BestModel (called with each trained model) is wrapped. Returns the
+    {trial: test accuracy} it fills and a function that restores BestModel."""
+    test = pipeline.load_split(data / TEST_SPLIT, image_size)
+    images, labels = test.images.numpy(), test.labels.numpy()
+    scores, call = {}, experiment.BestModel.__call__
+
+    def scoring(self, model, record):
+        if record["epochs"] == self.settings.epochs:
+            correct, count = evaluate.accuracy_on(model, images, labels)
+            scores[record["name"]] = correct / count
+        return call(self, model, record)
+
+    experiment.BestModel.__call__ = scoring
+    return scores, lambda: setattr(experiment.BestModel, "__call__", call)
+
+
+def one_seed(seed, data, tmp, args):
+    """Every figure of one seed."""
+    scores, restore = test_accuracies(data, args.image_size)
+    try:
+        grid_wall, grid_trials = run_search("grid", data, tmp / f"grid-{seed}", seed, args)
+    finally:
+        restore()
+    settings = ["--min-epochs", str(args.min_epochs), "--halving-rate", str(args.halving_rate)]
+    halving_wall, halving_trials = run_search("halving", data, tmp / f"halving-{seed}", seed, args, settings)
+    real_decisions = read_json(tmp / f"halving-{seed}" / experiment.DECISIONS_FILE)
+    real_pick = search.ranked(list(halving_trials.values()))[0]["name"]
+    grid_rank = [r["name"] for r in search.ranked(list(grid_trials.values()))]
+    grid_pick = grid_rank[0]
+
+    decisions, pick = replay(search.Halving(args.epochs, args.min_epochs, args.halving_rate), grid_trials)
+    result = {
+        "seed": seed, "grid_wall_s": round(grid_wall, 1), "halving_wall_s": round(halving_wall, 1),
+        "wall_ratio": round(grid_wall / halving_wall, 3),
+        "epochs_trained": {"grid": sum(map(search.epochs_trained, grid_trials.values())),
+                           "halving": sum(map(search.epochs_trained, halving_trials.values()))},
+        "grid_pick": grid_pick, "halving_pick": real_pick,
+        "replay_matches": decisions_json(decisions) == real_decisions and pick == real_pick,
+        "test_accuracy": scores,
+        "val_accuracy": {n: r["metrics"].get(M.ACCURACY) for n, r in grid_trials.items()},
+        "curves": {n: r.get("curve", []) for n, r in grid_trials.items()},
+        "settings": {},
+    }
+    # Every setting replayed: its pick, the gap on the test split, its rank in the grid, its cost.
+    final = [grid_trials[n]["curve"][-1][M.ACCURACY] for n in grid_rank]
+    for min_epochs in args.replay_min_epochs:
+        for rate in args.replay_rates:
+            for metric, kind in (("val_accuracy", search.Halving), ("val_loss", LossHalving)):
+                if min_epochs > args.epochs:
+                    continue
+                halving_search = kind(args.epochs, min_epochs, rate)
+                _, picked = replay(halving_search, grid_trials)
+                first = [(grid_trials[n]["curve"][halving_search.rungs[0] - 1][M.ACCURACY] if metric == "val_accuracy"
+                          else -grid_trials[n]["curve"][halving_search.rungs[0] - 1][M.VAL_LOSS]) for n in grid_rank]
+                result["settings"][f"min{min_epochs}-rate{rate}-{metric}"] = {
+                    "pick": picked, "rank_in_grid": grid_rank.index(picked) + 1,
+                    "test_gap": round(scores[grid_pick] - scores[picked], 4),
+                    "epoch_ratio": round(len(grid_trials) * args.epochs / halving_search.planned_epochs(len(grid_trials)), 3),
+                    "first_rung_rank_correlation": round(spearman(first, final), 3),
+                }
+    chosen = result["settings"][f"min{args.min_epochs}-rate{args.halving_rate}-val_accuracy"]
+    result.update(test_gap=chosen["test_gap"], halving_pick_rank_in_grid=chosen["rank_in_grid"],
+                  first_rung_rank_correlation=chosen["first_rung_rank_correlation"])
+    return result
+
+
+def summary(seeds, key):
+    values = [s[key] for s in seeds]
+    return {"per_seed": values, "median": statistics.median(values), "worst": max(values) if key.endswith("gap") else min(values)}
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA,
-                        help="a data_split.py folder, or flat cat.N.jpg / dog.N.jpg files (split 80/20 via symlinks)")
+                        help="flat cat.N.jpg / dog.N.jpg photos (split here by data_split.py, with a test split), "
+                             "or a data_split.py folder that has test/")
     parser.add_argument("--json", type=Path, help="write every figure here")
+    parser.add_argument("--seeds", type=lambda t: [int(x) for x in t.split(",")], default=[1, 2, 3],
+                        help="training seeds, comma-separated (default: 1,2,3)")
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--steps-per-epoch", type=int, default=60,
-                        help="training steps per epoch (default: 60, so that both searches take about half an hour on "
-                             "2 CPU cores); 0 for a full pass over the training images")
-    parser.add_argument("--min-epochs", type=int, default=1, help="halving's first rung (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=train.DEFAULT_SEED)
+    parser.add_argument("--steps-per-epoch", type=int, default=0,
+                        help="training steps per epoch (default: 0, one full pass over the training split)")
+    parser.add_argument("--min-epochs", type=int, default=1, help="the real halving run's first rung")
+    parser.add_argument("--halving-rate", type=int, default=3, help="the real halving run's rate")
+    parser.add_argument("--replay-min-epochs", type=lambda t: [int(x) for x in t.split(",")], default=[1, 2],
+                        help="first rungs the replay compares (default: 1,2)")
+    parser.add_argument("--replay-rates", type=lambda t: [int(x) for x in t.split(",")], default=[2, 3],
+                        help="rates the replay compares (default: 2,3)")
     args = parser.parse_args(argv)
     if not args.data.is_dir():
         parser.error(f"--data {args.data} is not a folder")
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        data = prepare_split(args.data.expanduser(), 0, tmp / "data")
-        load_at_start = [round(x, 2) for x in os.getloadavg()]
-        report = {"settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()} | {"grid": GRID}}
-        for name in ("grid", "halving"):
-            print(f"\n=== {name} ===", flush=True)
-            report[name] = run_search(name, data, tmp / name, args)
-        report["machine"] = machine() | {"load_average_at_start": load_at_start}
+        data = args.data.expanduser()
+        if not (data / TEST_SPLIT).is_dir():
+            if data_split.main(["--source", str(data), "--dest", str(tmp / "data"), "--link"]) != 0:
+                raise SystemExit("bench/search.py: data_split.py could not split --data")
+            data = tmp / "data"
+        report = {"settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()} | {"grid": GRID},
+                  "machine": machine()}
+        seeds = []
+        for seed in args.seeds:
+            print(f"\n=== seed {seed} ===", flush=True)
+            seeds.append(one_seed(seed, data, tmp, args))
+    report["seeds"] = seeds
+    for key in ("wall_ratio", "test_gap", "halving_pick_rank_in_grid", "first_rung_rank_correlation"):
+        report[key] = summary(seeds, key)
+    report["replay_matches"] = all(s["replay_matches"] for s in seeds)
+    report["by_setting"] = {
+        name: {"median_test_gap": statistics.median(s["settings"][name]["test_gap"] for s in seeds),
+               "worst_test_gap": max(s["settings"][name]["test_gap"] for s in seeds),
+               "epoch_ratio": seeds[0]["settings"][name]["epoch_ratio"],
+               "median_first_rung_rank_correlation": statistics.median(
+                   s["settings"][name]["first_rung_rank_correlation"] for s in seeds)}
+        for name in seeds[0]["settings"]}
+    report["floors_met"] = (min(report["wall_ratio"]["per_seed"]) >= FLOOR_WALL_RATIO
+                            and report["test_gap"]["median"] <= FLOOR_MEDIAN_GAP
+                            and report["test_gap"]["worst"] <= FLOOR_WORST_GAP and report["replay_matches"])
 
-    grid, halving = report["grid"], report["halving"]
-    grid_names = [name for name, _, _ in grid["ranking"]]
-    pick = halving["best_trial"]
-    report["halving_pick_rank_in_grid"] = grid_names.index(pick) + 1
-    report["halving_pick_val_accuracy_in_grid"] = next(acc for name, _, acc in grid["ranking"] if name == pick)
-    report["wall_ratio"] = round(grid["wall_s"] / halving["wall_s"], 3)
-    report["epoch_ratio"] = round(grid["epochs_trained"] / halving["epochs_trained"], 3)
-    report["accuracy_gap"] = round(grid["best_val_accuracy"] - halving["best_val_accuracy"], 4)
-    curves = grid["curves"].values()
-    report["first_rung_rank_correlation"] = round(
-        spearman([c[args.min_epochs - 1] for c in curves], [c[-1] for c in curves]), 3)
-    report["floors_met"] = report["wall_ratio"] >= FLOOR_WALL_RATIO and report["accuracy_gap"] <= FLOOR_ACCURACY_GAP
-
-    print(f"\n{'':8} {'epochs':>6} {'wall':>8}  best trial (final val accuracy)")
-    for name in ("grid", "halving"):
-        r = report[name]
-        print(f"{name:8} {r['epochs_trained']:>6} {r['wall_s']:>7.0f}s  {r['best_trial']} ({r['best_val_accuracy']:.4f})")
-    print(f"wall_ratio {report['wall_ratio']} (floor {FLOOR_WALL_RATIO}), accuracy_gap {report['accuracy_gap']} "
-          f"(floor {FLOOR_ACCURACY_GAP}); halving's pick ranks {report['halving_pick_rank_in_grid']} in the grid")
-    print(f"rank correlation of the grid's accuracies at epoch {args.min_epochs} and at the end: "
-          f"{report['first_rung_rank_correlation']}")
+    print(f"\n{'seed':>4} {'wall ratio':>10} {'test gap':>9} {'pick rank':>9} {'rung-1 corr':>11} replay")
+    for s in seeds:
+        print(f"{s['seed']:>4} {s['wall_ratio']:>10.2f} {s['test_gap']:>9.4f} {s['halving_pick_rank_in_grid']:>9} "
+              f"{s['first_rung_rank_correlation']:>11.2f} {'matches' if s['replay_matches'] else 'DIFFERS'}")
+    print(f"median test gap {report['test_gap']['median']:.4f} (floor {FLOOR_MEDIAN_GAP}), worst "
+          f"{report['test_gap']['worst']:.4f} (floor {FLOOR_WORST_GAP}); floors met: {report['floors_met']}")
+    print("\nreplayed settings: median / worst test gap, epoch ratio, median rung-1 correlation")
+    for name, s in report["by_setting"].items():
+        print(f"  {name:28} {s['median_test_gap']:>7.4f} {s['worst_test_gap']:>7.4f} {s['epoch_ratio']:>6.2f} "
+              f"{s['median_first_rung_rank_correlation']:>6.2f}")
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
     return 0
