@@ -37,6 +37,8 @@ DEMO_IMAGE_SIZE = 64  # the generated images' own size
 DEMO_EPOCHS = 10
 DEMO_GRID = ["num_units=256", "dropout=0.1", "optimizer=adam,sgd,rmsprop", "learning_rate=0.001,0.0001"]
 
+CUDA_FIX = "install TensorFlow's CUDA libraries with pip install -e \".[gpu]\""  # Linux: plain tensorflow has none
+
 EXIT_TRIAL_FAILED = 1
 EXIT_USAGE = 2
 EXIT_STOPPED = 3  # a fault outside the trials (disk full): rerun once it is fixed
@@ -271,8 +273,7 @@ def no_gpu_reason():
     from hparam_sweep.common import nvidia_gpu_present
 
     if nvidia_gpu_present():
-        return ("this machine has an NVIDIA GPU but TensorFlow sees none: install TensorFlow's CUDA libraries "
-                "with pip install -e \".[gpu]\"")
+        return f"this machine has an NVIDIA GPU but TensorFlow sees none: {CUDA_FIX}"
     return "TensorFlow sees no GPU"
 
 
@@ -282,6 +283,9 @@ def ray_executor(args, cluster):
 
     from hparam_sweep import imagecache, parallel, pipeline
 
+    # Ray counts GPUs by itself: TensorFlow, here as in the trials, may still lack their CUDA libraries.
+    if cluster.get("GPU", 0) and not tf.config.list_physical_devices("GPU"):
+        print(f"Ray sees GPUs but TensorFlow does not, so the trials would train on the CPU: {CUDA_FIX}.")
     # The driver trains nothing: keep its TensorFlow off the GPUs the trials share.
     with contextlib.suppress(RuntimeError):  # this process's TensorFlow has started already (tests)
         tf.config.set_visible_devices([], "GPU")

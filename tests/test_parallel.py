@@ -18,6 +18,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from conftest import metric, trial_outcome
 from test_resume import wait_for_pauses
 from test_train import FAST, check_a_fault_outside_the_trial_stops_the_run_and_fails_no_trial, read_results, trial_record
@@ -145,7 +146,7 @@ def test_worker_killed_mid_trial_is_retried_from_its_backup_or_recorded_failed(c
         assert capsys.readouterr().out.count("FAILED: WorkerCrashedError") == 2
 
 
-def test_each_gpu_trial_runs_in_a_fresh_process_on_the_gpu_ray_gave_it(cluster, dataset, tmp_path):
+def test_each_gpu_trial_runs_in_a_fresh_process_on_the_gpu_ray_gave_it(cluster, dataset, tmp_path, capsys):
     """A worker process's TensorFlow keeps the GPUs it first saw: a reused worker would train its
     next trial on its last trial's GPU, whatever CUDA_VISIBLE_DEVICES Ray sets for the new one."""
     # A third node with two GPUs as Ray counts them (TensorFlow finds no CUDA here and trains on
@@ -158,6 +159,10 @@ def test_each_gpu_trial_runs_in_a_fresh_process_on_the_gpu_ray_gave_it(cluster, 
         assert train.main(argv) == 0
     finally:
         cluster.remove_node(node)
+    # Ray counts two GPUs that TensorFlow cannot use (on a machine without CUDA): the start-up says so.
+    hint = ("Ray sees GPUs but TensorFlow does not, so the trials would train on the CPU: install TensorFlow's "
+            'CUDA libraries with pip install -e ".[gpu]".')
+    assert (hint in capsys.readouterr().out) == (not tf.config.list_physical_devices("GPU"))
     records = [trial_record(logdir, row["run"]) for row in read_results(logdir)]
     assert len(records) == 3 and all(r["status"] == "success" for r in records)
     assert {r["worker"]["node_id"] for r in records} == {node.node_id}
