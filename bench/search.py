@@ -49,15 +49,8 @@ FLOOR_MEDIAN_GAP, FLOOR_WORST_GAP = 0.02, 0.04
 class LossHalving(search.Halving):
     """Halving that ranks a rung by validation loss (lower first), then accuracy: for the replay."""
 
-    def promote(self, entered, records, rung, trials):
-        order = list(trials)
-
-        def key(name):
-            at = search.metrics_at(records[name], rung)
-            return (at is None, at[1] if at else 0.0, -at[0] if at else 0.0, order.index(name))
-
-        alive = [n for n in sorted(entered, key=key) if search.metrics_at(records[n], rung) is not None]
-        return alive[: max(1, -(-len(entered) // self.rate))] if rung < self.epochs else []
+    def rung_key(self, accuracy, val_loss):
+        return val_loss, -accuracy
 
 
 def replay(halving, grid_records):

@@ -118,20 +118,23 @@ class Writer:
         self.file.close()
 
 
-def remove_abandoned(cache_dir, busy):
-    """Delete the half-built folders (.KEY.tmp-PID) that killed processes left for keys other than
-    `busy` (whose lock the caller holds): one is abandoned when nobody holds its key's lock, which
-    every builder holds until its folder is complete."""
+def remove_abandoned(cache_dir, held):
+    """Delete the half-built folders (.KEY.tmp-PID) that killed processes left: those of key `held`,
+    whose lock the caller holds, and those of any key whose lock nobody holds (every builder holds
+    its key's lock until its folder is complete)."""
     for tmp in cache_dir.glob(".*.tmp-*"):
         name = tmp.name[1:].rpartition(".tmp-")[0]
-        if name == busy or not tmp.is_dir():
-            continue
-        with (cache_dir / f"{name}.lock").open("a") as lock:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:  # being built right now
-                continue
+        if tmp.is_dir() and (name == held or lock_is_free(cache_dir / f"{name}.lock")):
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def lock_is_free(path):
+    with path.open("a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
 
 
 def load(cache_dir, name, counts, image_size, build, about):
@@ -151,10 +154,8 @@ def load(cache_dir, name, counts, image_size, build, about):
         fcntl.flock(lock, fcntl.LOCK_EX)
         if arrays := mapped(folder, counts, image_size):  # built by the process that held the lock
             return arrays, False
-        # Damaged, or left by a process killed while building: only this cache's own files go.
-        for stale in [folder, *cache_dir.glob(f".{name}.tmp-*")]:
-            if stale.exists():
-                shutil.rmtree(stale)
+        if folder.exists():  # damaged: rebuilt below
+            shutil.rmtree(folder)
         remove_abandoned(cache_dir, name)
         needed = sum(n * (image_size * image_size * 3 + LABEL_DTYPE().itemsize) for n in counts.values())
         if (free := shutil.disk_usage(cache_dir).free) < needed:  # say so now, not after most of the decode

@@ -3,7 +3,7 @@
 `run_search` asks the search (search.py) for a round of tasks, hands them to an executor, takes
 the records back as they finish, and after each one writes results.csv and prints the trial's
 line; after each round it records the search's decisions (halving.json). The executor only runs
-tasks: `InProcess` here (one trial at a time, in this process), or parallel.Ray (a round's
+tasks: `InProcess` here (one trial at a time, in this process), or parallel.RayExecutor (a round's
 trials side by side, on a Ray cluster). Either calls trial.run, which keeps best_model.keras
 by experiment.BestModel, the one rule for it.
 

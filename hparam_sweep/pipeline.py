@@ -93,7 +93,7 @@ def decoded_batches(directory, dataset, progress=None):
         start = 0
         try:
             for x, y in dataset:
-                yield start, tf.cast(tf.round(x), tf.uint8).numpy(), y.numpy().astype(np.int32)
+                yield start, to_uint8(x), y.numpy().astype(np.int32)
                 start += len(y)
                 line.update(start)
         except tf.errors.InvalidArgumentError as e:
@@ -132,7 +132,11 @@ def decode_file(path, image_size):
     (keras.utils.load_img) antialiases: other pixels than the model was trained on. Raises
     tf.errors.InvalidArgumentError for a file that is not an image TensorFlow can decode."""
     image = tf.io.decode_image(tf.io.read_file(str(path)), channels=3, expand_animations=False)
-    resized = tf.image.resize(image, (image_size, image_size), method="bilinear")
+    return to_uint8(tf.image.resize(image, (image_size, image_size), method="bilinear"))
+
+
+def to_uint8(resized):
+    """Keras' resized float pixels as the uint8 the model takes (NumPy)."""
     return tf.cast(tf.round(resized), tf.uint8).numpy()
 
 

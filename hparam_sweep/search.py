@@ -123,10 +123,14 @@ class Halving:
 
         def key(name):
             at = metrics_at(records[name], rung)
-            return (at is None, -at[0] if at else 0.0, at[1] if at else 0.0, order.index(name))
+            return (at is None, self.rung_key(*at) if at else (), order.index(name))
 
         alive = [n for n in sorted(entered, key=key) if metrics_at(records[n], rung) is not None]
         return alive[: max(1, math.ceil(len(entered) / self.rate))] if rung < self.epochs else []
+
+    def rung_key(self, accuracy, val_loss):
+        """How a rung ranks its trials (lower first): higher validation accuracy, then lower loss."""
+        return -accuracy, val_loss
 
     def decisions(self, trials, records):
         """The rungs decided so far (every trial of the rung has its record), in order."""
