@@ -51,6 +51,13 @@ DEVICE_FLAGS = {
 }
 
 
+def positive_int(text):
+    """argparse type: a whole number of at least 1."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive whole number")
+    return int(text)
+
+
 def parse_args(argv):
     """The command line, with --demo's defaults applied (TensorFlow is not imported here)."""
     parser = argparse.ArgumentParser(
@@ -66,10 +73,10 @@ def parse_args(argv):
                         f"(image size {DEMO_IMAGE_SIZE}, {DEMO_EPOCHS} epochs, grid {' '.join(DEMO_GRID)})")
     parser.add_argument("--grid", action="append", default=[], metavar="NAME=V1,V2",
                         help="replace one hparam's values for this run (repeatable); hparams.py holds the defaults")
-    parser.add_argument("--image-size", type=int, help=f"images are resized to this square (default: {DEFAULT_IMAGE_SIZE})")
-    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="images per training step (default: %(default)s)")
-    parser.add_argument("--epochs", type=int, help=f"epochs per trial (default: {DEFAULT_EPOCHS})")
-    parser.add_argument("--steps-per-epoch", type=int, help="training steps per epoch (default: one pass over the training set)")
+    parser.add_argument("--image-size", type=positive_int, help=f"images are resized to this square (default: {DEFAULT_IMAGE_SIZE})")
+    parser.add_argument("--batch-size", type=positive_int, default=DEFAULT_BATCH_SIZE, help="images per training step (default: %(default)s)")
+    parser.add_argument("--epochs", type=positive_int, help=f"epochs per trial (default: {DEFAULT_EPOCHS})")
+    parser.add_argument("--steps-per-epoch", type=positive_int, help="training steps per epoch (default: one pass over the training set)")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seeds Python, NumPy, TensorFlow, data order and augmentation (default: %(default)s)")
     parser.add_argument("--deterministic", action="store_true",
                         help="bitwise-reproducible metrics (TensorFlow op determinism; slower, turns XLA off)")
@@ -87,7 +94,7 @@ def parse_args(argv):
     parser.add_argument("--search", choices=("grid", "halving"), default="grid",
                         help="grid: every trial for --epochs; halving: every trial for --min-epochs, then only the best "
                              "1/--halving-rate go on, rung by rung, to --epochs (default: %(default)s)")
-    parser.add_argument("--min-epochs", type=int, default=1, help="halving: the first rung's epochs (default: %(default)s)")
+    parser.add_argument("--min-epochs", type=positive_int, default=1, help="halving: the first rung's epochs (default: %(default)s)")
     parser.add_argument("--halving-rate", type=int, default=3, help="halving: keep the best 1/RATE at each rung, at least 2 (default: %(default)s)")
     parser.add_argument("--cache-dir", type=Path, help="where this machine keeps the decoded images, so that a rerun, "
                         "and every trial process, reads them instead of decoding again (default: "
@@ -99,13 +106,10 @@ def parse_args(argv):
     args.ray = args.ray or args.ray_address is not None
     if args.no_cache and args.cache_dir:
         parser.error("--no-cache and --cache-dir contradict each other: pick one")
-    if args.trials_per_gpu < 1 or args.cpus_per_trial <= 0 or args.max_retries < 0:
-        parser.error("--trials-per-gpu must be 1 or more, --cpus-per-trial more than 0, --max-retries 0 or more")
+    if args.cpus_per_trial <= 0 or args.max_retries < 0:
+        parser.error("--cpus-per-trial must be more than 0, --max-retries 0 or more")
     if args.halving_rate < 2:
         parser.error("--halving-rate must be at least 2")
-    for flag in ("image_size", "batch_size", "epochs", "steps_per_epoch", "min_epochs"):
-        if getattr(args, flag) is not None and getattr(args, flag) < 1:
-            parser.error(f"--{flag.replace('_', '-')} must be a positive whole number")
     if args.backup_minutes < 0:
         parser.error("--backup-minutes must be 0 (every step) or more")
     # --demo changes the defaults, not what the user set explicitly.
@@ -130,7 +134,7 @@ def add_ray_flags(parser):
                         "machine (pip install -e \".[ray]\")")
     parser.add_argument("--ray-address", metavar="ADDRESS", help="run them on the Ray cluster at ADDRESS (host:port, "
                         "or auto: the one `ray start` made on this machine); implies --ray")
-    parser.add_argument("--trials-per-gpu", type=int, default=1, help="--ray: trials side by side on one GPU")
+    parser.add_argument("--trials-per-gpu", type=positive_int, default=1, help="--ray: trials side by side on one GPU")
     parser.add_argument("--cpus-per-trial", type=float, default=1, help="--ray: CPUs each trial reserves")
     parser.add_argument("--max-retries", type=int, default=2,
                         help="--ray: times a trial whose worker process or machine died is retried from its backup "
@@ -144,31 +148,17 @@ def resolve_device_flags(args, gpus):
             setattr(args, name, bool(gpus))
 
 
-def keras_verbosity(quiet):
-    """Keras fit's verbose: a progress bar on a terminal, one line per epoch into a file or pipe."""
-    # Keras' own "auto" always means the bar, whose redraws fill a log file with control characters
-    # (its docs recommend 2 when not interactive).
-    return 0 if quiet else "auto" if sys.stdout.isatty() else 2
-
-
-def make_settings(args, train_images):
-    """The trial settings the command line asks for."""
+def make_settings(args):
+    """The trial settings the command line asks for (device flags resolved)."""
     from hparam_sweep import pipeline, trial
 
-    return trial.Settings(
-        data=str(args.data.resolve()),
-        data_fingerprint=pipeline.data_fingerprint(args.data),
-        image_size=args.image_size,
-        batch_size=args.batch_size,
-        epochs=args.epochs,
-        steps_per_epoch=args.steps_per_epoch or math.ceil(train_images / args.batch_size),
-        seed=args.seed,
-        deterministic=args.deterministic,
-        # Op determinism switches XLA off anyway; say so in the settings rather than pretend.
-        xla=args.xla and not args.deterministic,
-        mixed_precision=args.mixed_precision,
-        augment_in_model=args.augment_in_model,
-    )
+    train_images = pipeline.image_count(args.data / "train")
+    same = {name: getattr(args, name) for name in ("image_size", "batch_size", "epochs", "seed", "deterministic",
+                                                   "mixed_precision", "augment_in_model")}
+    # Op determinism switches XLA off anyway; say so in the settings rather than pretend.
+    return trial.Settings(data=str(args.data.resolve()), data_fingerprint=pipeline.data_fingerprint(args.data),
+                          steps_per_epoch=args.steps_per_epoch or math.ceil(train_images / args.batch_size),
+                          xla=args.xla and not args.deterministic, **same)
 
 
 def make_search(args):
@@ -221,47 +211,57 @@ def main(argv=None):
 def _main(args):
     # --ray: Ray starts first, and has its trial processes import TensorFlow while this one does.
     with ray_started(args) if args.ray else contextlib.nullcontext() as cluster:
-        return _run(args, cluster)
+        # Imported here, not at the top, so that --help and argument mistakes answer at once
+        # instead of after TensorFlow's several-second import.
+        import data_split
+        import hparams
+        from hparam_sweep import experiment, grid, loop, pipeline, trial
 
-
-def _run(args, cluster):
-    # Imported here, not at the top, so that --help and argument mistakes answer at once
-    # instead of after TensorFlow's several-second import.
-    import data_split
-    import hparams
-    from hparam_sweep import experiment, grid, loop, pipeline, trial
-
-    domains = grid.override(hparams.HPARAMS, args.grid)
-    with experiment.locked(args.logdir):
-        if args.demo:
-            data_split.prepare_demo(args.data)
-        pipeline.check_data(args.data)
-        if args.restart and (moved := experiment.move_aside(args.logdir)):
-            print(f"Earlier results moved to {moved}")
-        # Keyed by run folder name, which is an older run's own name where one exists.
-        trials = {trial.run_folder(args.logdir, values).name: values for values in grid.expand_grid(domains)}
-        settings, executor = (ray_executor if args.ray else local_executor)(args, cluster)
-        searcher = make_search(args)
-        experiment.prepare(args.logdir, settings, domains, searcher.describe())
-        records = loop.run_search(searcher, trials, settings, domains, args.logdir, executor)
+        domains = grid.override(hparams.HPARAMS, args.grid)
+        with experiment.locked(args.logdir):
+            if args.demo:
+                data_split.prepare_demo(args.data)
+            pipeline.check_data(args.data)
+            if args.restart and (moved := experiment.move_aside(args.logdir)):
+                print(f"Earlier results moved to {moved}")
+            # Keyed by run folder name, which is an older run's own name where one exists.
+            trials = {trial.run_folder(args.logdir, values).name: values for values in grid.expand_grid(domains)}
+            settings, executor = make_executor(args, cluster)
+            searcher = make_search(args)
+            experiment.prepare(args.logdir, settings, domains, searcher.describe())
+            records = loop.run_search(searcher, trials, settings, domains, args.logdir, executor)
     return finish(args, records)
 
 
-def local_executor(args, _):
-    """(settings, executor) for trials one at a time in this process, on the images it decodes."""
+def make_executor(args, cluster):
+    """(settings, executor) after the start-up line: trials one at a time in this process, on the
+    images it decodes, or side by side as Ray tasks (hparam_sweep/parallel.py) whose processes take
+    the images from their own machine's decode cache."""
     from hparam_sweep import imagecache, loop, pipeline, trial
 
-    gpus = trial.gpu_names()
-    resolve_device_flags(args, gpus)
-    if args.deterministic:
-        import tensorflow as tf
+    cache = imagecache.location(args.cache_dir, not args.no_cache)
+    if not args.ray:
+        resolve_device_flags(args, gpus := trial.gpu_names())
+        settings = make_settings(args)
+        print(f"Training on {', '.join(gpus) or 'the CPU (' + no_gpu_reason() + ')'}: {describe_device(settings)}, "
+              f"augmentation {'in the model' if settings.augment_in_model else 'in the input pipeline'}.")
+        data = pipeline.load_data(args.data, args.image_size, cache)
+        return settings, loop.InProcess(settings, data, args.logdir, console.keras_verbosity(args.quiet),
+                                        args.backup_minutes)
+    from hparam_sweep import parallel
 
-        tf.config.experimental.enable_op_determinism()
-    data = pipeline.load_data(args.data, args.image_size, imagecache.location(args.cache_dir, not args.no_cache))
-    settings = make_settings(args, len(data[0]))
-    print(f"Training on {', '.join(gpus) or 'the CPU (' + no_gpu_reason() + ')'}: {describe_device(settings)}, "
-          f"augmentation {'in the model' if settings.augment_in_model else 'in the input pipeline'}.")
-    return settings, loop.InProcess(settings, data, args.logdir, keras_verbosity(args.quiet), args.backup_minutes)
+    if parallel.driver_off_gpus(cluster):  # Ray counts GPUs without asking TensorFlow
+        print(f"Ray sees GPUs but TensorFlow does not, so the trials would train on the CPU: {CUDA_FIX}.")
+    resolve_device_flags(args, cluster.get("GPU", 0))
+    settings = make_settings(args)
+    print(f"Ray: {cluster.get('CPU', 0):g} CPUs, {cluster.get('GPU', 0):g} GPUs on {parallel.alive_nodes()} node(s): "
+          f"{describe_device(settings)}. " + (f"Each machine decodes the images once, into its own decode cache "
+          f"({cache} here)." if cache else "--no-cache: each trial process decodes the images itself."), flush=True)
+    resources = parallel.trial_resources(cluster, args.cpus_per_trial, args.trials_per_gpu, args.max_retries)
+    # What each worker resolves on its own machine (the default cache folder is per machine).
+    cache_request = (str(args.cache_dir) if args.cache_dir else None, not args.no_cache)
+    return settings, parallel.RayExecutor(settings, args.logdir, cache_request, 0 if args.quiet else 2,
+                                          args.backup_minutes, resources)
 
 
 def describe_device(settings):
@@ -277,33 +277,6 @@ def no_gpu_reason():
     return "TensorFlow sees no GPU"
 
 
-def ray_executor(args, cluster):
-    """(settings, executor) for trials side by side as Ray tasks (hparam_sweep/parallel.py)."""
-    import tensorflow as tf
-
-    from hparam_sweep import imagecache, parallel, pipeline
-
-    # Ray counts GPUs by itself: TensorFlow, here as in the trials, may still lack their CUDA libraries.
-    if cluster.get("GPU", 0) and not tf.config.list_physical_devices("GPU"):
-        print(f"Ray sees GPUs but TensorFlow does not, so the trials would train on the CPU: {CUDA_FIX}.")
-    # The driver trains nothing: keep its TensorFlow off the GPUs the trials share.
-    with contextlib.suppress(RuntimeError):  # this process's TensorFlow has started already (tests)
-        tf.config.set_visible_devices([], "GPU")
-    resolve_device_flags(args, cluster.get("GPU", 0))
-    resources = parallel.trial_resources(cluster, args.cpus_per_trial, args.trials_per_gpu, args.max_retries)
-    # The driver decodes nothing: each machine's trial processes take the images from its decode cache.
-    settings = make_settings(args, pipeline.image_count(args.data / "train"))
-    cache = imagecache.location(args.cache_dir, not args.no_cache)
-    print(f"Ray: {cluster.get('CPU', 0):g} CPUs, {cluster.get('GPU', 0):g} GPUs on "
-          f"{sum(n['Alive'] for n in parallel.ray.nodes())} node(s): {describe_device(settings)}. "
-          + (f"Each machine decodes the images once, into its own decode cache ({cache} here)." if cache else
-             "--no-cache: each trial process decodes the images itself."), flush=True)
-    # What each worker resolves on its own machine (the default cache folder is per machine).
-    cache_request = (str(args.cache_dir) if args.cache_dir else None, not args.no_cache)
-    return settings, parallel.RayExecutor(settings, args.logdir, cache_request, 0 if args.quiet else 2,
-                                          args.backup_minutes, resources)
-
-
 def finish(args, records):
     """The ranked table, the chosen model's test score and the summary; the exit code."""
     from hparam_sweep import evaluate, experiment, search
@@ -311,9 +284,9 @@ def finish(args, records):
     ranked = search.ranked(records)
     print_table(ranked)
     chosen, kept = experiment.chosen_trial(args.logdir, ranked, args.epochs)
-    if chosen and kept and kept != chosen:  # a changed --grid whose rank 1 was never the best when it finished
-        print(f"\nNote: {experiment.BEST_MODEL_FILE} is {kept}'s model, not rank 1's ({chosen}): that trial's model was "
-              f"not kept when it finished. To have it, move {args.logdir / chosen} aside and rerun: it trains again.")
+    if chosen and kept and kept != chosen:  # a changed --grid whose rank 1 has no model.keras
+        print(f"\nNote: {experiment.BEST_MODEL_FILE} is {kept}'s model, not rank 1's ({chosen}): that trial was trained "
+              f"before each trial kept its model. To have it, move {args.logdir / chosen} aside and rerun: it trains again.")
     elif chosen and (score := evaluate.score_once(args.logdir, args.data, args.image_size, chosen)):
         print("\n" + evaluate.describe(score))
     failed = [r for r in records if r["status"] != "success"]
@@ -325,10 +298,9 @@ def finish(args, records):
     return EXIT_TRIAL_FAILED if failed else 0
 
 
-@contextlib.contextmanager
 def ray_started(args):
     """--ray: the Ray cluster joined or started, a trial process per slot already importing
-    TensorFlow (parallel.warm_up); yields the cluster's resources."""
+    TensorFlow; as a context manager that yields the cluster's resources."""
     console.ray_worker_output(terminal=sys.stdout.isatty())
     try:
         from hparam_sweep import parallel
@@ -336,9 +308,7 @@ def ray_started(args):
         if e.name != "ray":
             raise
         raise UsageError('--ray needs Ray: pip install -e ".[ray]"') from None
-    with parallel.connected(args.ray_address) as cluster:
-        parallel.warm_up(cluster, args.cpus_per_trial)
-        yield cluster
+    return parallel.connected(args.ray_address, warm_up=args.cpus_per_trial)
 
 
 if __name__ == "__main__":

@@ -6,8 +6,8 @@ neither search sees, over several seeds, at a realistic epoch (one full pass ove
 
 Per seed (the training seed: initial weights, data order, augmentation; the split stays the same):
   1. the grid (by default the 9 trials of optimizer x learning rate at 256 units, dropout 0.2, 64x64
-     images, 5 epochs), run through train.main under --deterministic; every fully trained trial's
-     model is also scored on the test split here, for the benchmark only (no search reads it);
+     images, 5 epochs), run through train.main under --deterministic; every trial's model (its
+     model.keras) is then scored on the test split here, for the benchmark only (no search reads it);
   2. one real halving run with the given --min-epochs / --halving-rate, same seed;
   3. the replay: under --deterministic a halving trial continued to epoch k is bit-identical to the
      grid's trial at epoch k, so halving's decisions follow from the grid's per-epoch curves. The
@@ -106,31 +106,25 @@ def run_search(name, data, logdir, seed, args, extra=()):
     return time.monotonic() - start, records
 
 
-def test_accuracies(data, image_size):
-    """Score every fully trained trial's model on the test split as the grid trains it, for this
-    benchmark alone: experiment.BestModel (called with each trained model) is wrapped. Returns the
-    {trial: test accuracy} it fills and a function that restores BestModel."""
+def test_accuracies(data, image_size, logdir, names):
+    """{trial: test accuracy} of every fully trained trial's model (its model.keras) in logdir, for
+    this benchmark alone: no search reads the test split."""
+    import keras
+
     test = pipeline.load_split(data / TEST_SPLIT, image_size)
     images, labels = test.images.numpy(), test.labels.numpy()
-    scores, call = {}, experiment.BestModel.__call__
-
-    def scoring(self, model, record):
-        if record["epochs"] == self.settings.epochs:
-            correct, count = evaluate.accuracy_on(model, images, labels)
-            scores[record["name"]] = correct / count
-        return call(self, model, record)
-
-    experiment.BestModel.__call__ = scoring
-    return scores, lambda: setattr(experiment.BestModel, "__call__", call)
+    scores = {}
+    for name in names:
+        if (path := logdir / name / trial.MODEL_FILE).is_file():
+            correct, count = evaluate.accuracy_on(keras.models.load_model(path), images, labels)
+            scores[name] = correct / count
+    return scores
 
 
 def one_seed(seed, data, tmp, args):
     """Every figure of one seed."""
-    scores, restore = test_accuracies(data, args.image_size)
-    try:
-        grid_wall, grid_trials = run_search("grid", data, tmp / f"grid-{seed}", seed, args)
-    finally:
-        restore()
+    grid_wall, grid_trials = run_search("grid", data, tmp / f"grid-{seed}", seed, args)
+    scores = test_accuracies(data, args.image_size, tmp / f"grid-{seed}", grid_trials)
     settings = ["--min-epochs", str(args.min_epochs), "--halving-rate", str(args.halving_rate)]
     halving_wall, halving_trials = run_search("halving", data, tmp / f"halving-{seed}", seed, args, settings)
     real_decisions = read_json(tmp / f"halving-{seed}" / experiment.DECISIONS_FILE)

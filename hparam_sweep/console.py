@@ -159,3 +159,10 @@ class Progress:
         else:
             self.stream.write(line + "\n")
         self.stream.flush()
+
+
+def keras_verbosity(quiet):
+    """Keras fit's verbose: a progress bar on a terminal, one line per epoch into a file or pipe."""
+    # Keras' own "auto" always means the bar, whose redraws fill a log file with control characters
+    # (its docs recommend 2 when not interactive).
+    return 0 if quiet else "auto" if sys.stdout.isatty() else 2

@@ -3,8 +3,8 @@
     LOGDIR/events.out.tfevents*   hparams_config: every hparam's domain and every metric
     LOGDIR/experiment.json        the settings and domains the trials were run with
     LOGDIR/results.csv            one row per trial of the current grid, ranked
-    LOGDIR/best_model.keras       the best trial's model (BestModel)
-    LOGDIR/.best.json             the record it was saved from
+    LOGDIR/best_model.keras       a copy of rank 1's model (keep_best)
+    LOGDIR/.best.json             the record it was copied from
     LOGDIR/halving.json           --search halving: each rung's decision
     LOGDIR/<trial name>/          one run folder per trial (trial.py)
     LOGDIR/../.<name>.lock        held while a process works on LOGDIR
@@ -17,15 +17,13 @@ import csv
 import datetime
 import fcntl
 import os
-from dataclasses import asdict, dataclass
-from pathlib import Path
+import shutil
+from dataclasses import asdict
 
-import keras
 import tensorflow as tf
 from tensorboard.plugins.hparams import summary_v2 as hp
 
 from hparam_sweep import metrics, search, trial
-from hparam_sweep.augment import RandomAffine
 from hparam_sweep.common import FINISHED, RunStopped, UsageError, read_json, write_json
 from hparam_sweep.grid import grid_values
 
@@ -33,7 +31,7 @@ EXPERIMENT_FILE = "experiment.json"
 RESULTS_FILE = "results.csv"
 DECISIONS_FILE = "halving.json"
 BEST_MODEL_FILE = "best_model.keras"
-BEST_FILE = ".best.json"  # the record best_model.keras was saved from (see BestModel)
+BEST_FILE = ".best.json"  # the record best_model.keras was copied from (see keep_best)
 
 
 def hparam_domains(hparams):
@@ -185,63 +183,36 @@ def write_decisions(logdir, decisions):
         ])
 
 
-@dataclass(frozen=True)
-class BestModel:
-    """The one rule for best_model.keras, whichever executor runs the trial: trial.run's on_success,
-    called in the process that trained the model. The model is kept if its record ranks first, as
-    results.csv ranks (search.ranked), among this grid's finished trials; only a fully trained
-    trial can be first. Concurrent finishers take turns (flock).
+def rank_one(ranked, epochs):
+    """results.csv's rank 1 (`ranked`: search.ranked's records) if it trained all `epochs`, else None."""
+    first = ranked[0] if ranked and ranked[0]["status"] == "success" else None
+    return first if first and search.epochs_trained(first) == epochs else None
 
-    Trials finishing at the same moment have not written their trial.json yet when another one
-    compares, so the record the current best_model.keras came from is kept beside it (BEST_FILE).
-    """
 
-    logdir: Path
-    names: tuple  # the trials of this grid
-    settings: object  # trial.Settings
-
-    def __call__(self, model, record):
-        if record["epochs"] != self.settings.epochs:
-            return
-        try:
-            self.keep_if_first(model, record)
-        except OSError as e:  # not the trial's fault: it stays unfinished, its backup kept, for the rerun
-            raise RunStopped(f"cannot keep the best model in {self.logdir / BEST_MODEL_FILE} "
-                             f"({e.strerror or e})") from None
-
-    def keep_if_first(self, model, record):
-        with (self.logdir / (BEST_FILE + ".lock")).open("a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            others = [r for n, r in reusable_records(self.logdir, self.names, self.settings).items()
-                      if n != record["name"]]
-            best = read_json(self.logdir / BEST_FILE)
-            if (best and best.get("settings") == record["settings"] and best["name"] != record["name"]
-                    and best["name"] in self.names):
-                others.append(best)
-            if search.ranked([*others, record])[0] is record:
-                save_best(self.logdir, model)
-                write_json(self.logdir / BEST_FILE, record)
+def keep_best(logdir, ranked, epochs):
+    """The one rule for best_model.keras, whichever executor ran the trials: a copy of rank 1's
+    model (rank_one), once it has one. Called by the loop, the only process that writes it, after
+    every trial; .best.json holds the record it was copied from. A trial trained before trials
+    kept their own models has none: best_model.keras then stays as it is (chosen_trial tells)."""
+    first = rank_one(ranked, epochs)
+    if first is None or not (source := logdir / first["name"] / trial.MODEL_FILE).is_file():
+        return
+    copied = read_json(logdir / BEST_FILE) or {}
+    if (logdir / BEST_MODEL_FILE).is_file() and (copied.get("name"), copied.get("finished")) == (
+            first["name"], first.get("finished")):
+        return
+    tmp = logdir / "best_model.tmp.keras"
+    try:
+        shutil.copyfile(source, tmp)
+        os.replace(tmp, logdir / BEST_MODEL_FILE)
+        write_json(logdir / BEST_FILE, first)
+    except OSError as e:  # not a trial's fault: every trial keeps its record and model, for the rerun
+        raise RunStopped(f"cannot keep the best model in {logdir / BEST_MODEL_FILE} ({e.strerror or e})") from None
 
 
 def chosen_trial(logdir, ranked, epochs):
-    """(results.csv's rank 1 if it trained all `epochs`, else None; the trial whose model
-    best_model.keras holds, as .best.json says, else None). `ranked`: search.ranked's records."""
-    first = ranked[0] if ranked and ranked[0]["status"] == "success" else None
-    chosen = first["name"] if first and search.epochs_trained(first) == epochs else None
+    """(rank_one's name, else None; the trial whose model best_model.keras holds, as .best.json
+    says, else None)."""
+    first = rank_one(ranked, epochs)
     kept = (read_json(logdir / BEST_FILE) or {}).get("name") if (logdir / BEST_MODEL_FILE).exists() else None
-    return chosen, kept
-
-
-def inference_model(model):
-    """The trained model as it is used: its layers but the training augmentation, uncompiled (no
-    optimizer, no loss). It loads with plain keras.models.load_model, in a Python that imports
-    nothing of this project, without warnings, and takes uint8 RGB images of the trained size."""
-    layers = [layer for layer in model.layers if not isinstance(layer, RandomAffine)]
-    return keras.Sequential([keras.Input(model.input_shape[1:], dtype="uint8"), *layers], name=model.name)
-
-
-def save_best(logdir, model):
-    """Keep model's inference_model as logdir/best_model.keras (written atomically)."""
-    tmp = logdir / "best_model.tmp.keras"
-    inference_model(model).save(tmp)
-    os.replace(tmp, logdir / BEST_MODEL_FILE)
+    return first and first["name"], kept

@@ -4,10 +4,11 @@
 the records back as they finish, and after each one writes results.csv and prints the trial's
 line; after each round it records the search's decisions (halving.json). The executor only runs
 tasks: `InProcess` here (one trial at a time, in this process), or parallel.RayExecutor (a round's
-trials side by side, on a Ray cluster). Either calls trial.run, which keeps best_model.keras
-by experiment.BestModel, the one rule for it.
+trials side by side, on a Ray cluster). Either calls trial.run, which keeps a fully trained
+trial's model in its run folder; after each trial the loop makes best_model.keras rank 1's
+(experiment.keep_best, the one rule for it).
 
-An executor has one method, run(tasks, on_success, started): it calls started(task) as each
+An executor has one method, run(tasks, started): it calls started(task) as each
 task starts, and yields each task's record as the task ends, in the order they end.
 """
 
@@ -26,11 +27,11 @@ class InProcess:
         self.settings, self.data, self.logdir = settings, data, logdir
         self.verbose, self.backup_minutes = verbose, backup_minutes
 
-    def run(self, tasks, on_success, started):
+    def run(self, tasks, started):
         for task in tasks:
             started(task)
             yield trial.run(task.values, self.settings, self.data, self.logdir / task.name, task.epochs,
-                            self.verbose, on_success, self.backup_minutes)
+                            self.verbose, self.backup_minutes)
 
 
 def describe(values):
@@ -108,7 +109,12 @@ def run_search(searcher, trials, settings, hparams, logdir, executor):
         experiment.write_decisions(logdir, decisions)
         return len(decisions)
 
-    keep_best = experiment.BestModel(logdir, tuple(trials), settings)
+    def record_results():
+        ranked = search.ranked(list(records.values()))
+        experiment.write_results(logdir, ranked, hparams)
+        experiment.keep_best(logdir, ranked, settings.epochs)
+
+    record_results()  # a changed --grid may have another rank 1 among the reused trials
     eta = Eta(searcher.planned_epochs(len(trials)), trained())
     decided = record_decisions(experiment.recorded_decisions(logdir))
     for tasks in searcher.rounds(trials, records):
@@ -117,12 +123,11 @@ def run_search(searcher, trials, settings, hparams, logdir, executor):
         def started(task):
             print(f"\n{labels[task.name]} {describe(task.values)}, to epoch {task.epochs}", flush=True)
 
-        for record in executor.run(tasks, keep_best, started):
+        for record in executor.run(tasks, started):
             name = record["name"]
             records[name] = record
-            experiment.write_results(logdir, search.ranked(list(records.values())), hparams)
+            record_results()
             print(outcome_line(labels[name], trials[name], record, eta.seconds(trained())), flush=True)
         hooks.point("round")  # tests: a kill between a round's last trial and its decisions
         decided = record_decisions(decided)
-    experiment.write_results(logdir, search.ranked(list(records.values())), hparams)
     return list(records.values())

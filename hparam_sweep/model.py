@@ -52,3 +52,11 @@ def build_model(values, image_size, xla=False, augment_seed=None):
         jit_compile=xla,
     )
     return model
+
+
+def inference_model(model):
+    """The trained model as it is used: its layers but the training augmentation, uncompiled (no
+    optimizer, no loss). It loads with plain keras.models.load_model, in a Python that imports
+    nothing of this project, without warnings, and takes uint8 RGB images of the trained size."""
+    layers = [layer for layer in model.layers if not isinstance(layer, RandomAffine)]
+    return keras.Sequential([keras.Input(model.input_shape[1:], dtype="uint8"), *layers], name=model.name)

@@ -19,7 +19,7 @@ the trial as FAILURE with the reason, and the search goes on.
 
 import os
 import socket
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import ray
@@ -29,14 +29,15 @@ from hparam_sweep.common import RunStopped, UsageError, write_json
 
 # The trial modules (TensorFlow, seconds to import) are imported in the functions that use them:
 # `from hparam_sweep import parallel` stays light, so that the driver starts Ray, and has Ray start the trial
-# processes' imports (warm_up), before it imports TensorFlow itself.
+# processes' imports (warm_up_slots), before it imports TensorFlow itself.
 
 
 @contextmanager
-def connected(address=None):
+def connected(address=None, warm_up=None):
     """Join the Ray cluster at `address` ("auto": the one `ray start` made on this machine), or
     start one on this machine (None); yields ray.cluster_resources(). A Ray instance this process
-    already runs (tests) is used as it is."""
+    already runs (tests) is used as it is. warm_up: the CPUs of a trial, to warm up its slots
+    (warm_up_slots)."""
     started = not ray.is_initialized()
     if started:
         if address is None:
@@ -64,6 +65,8 @@ def connected(address=None):
             raise UsageError(f"cannot join the Ray cluster at {address} ({e}); start it with `ray start --head`, "
                              f"or leave out --ray-address to start one on this machine") from None
     try:
+        if warm_up is not None:
+            warm_up_slots(ray.cluster_resources(), warm_up)
         yield ray.cluster_resources()
     finally:
         if started:
@@ -75,7 +78,7 @@ def _import_trial_modules():
     from hparam_sweep import experiment  # noqa: F401 - and through it trial, pipeline, imagecache, TensorFlow
 
 
-def warm_up(cluster, cpus_per_trial):
+def warm_up_slots(cluster, cpus_per_trial):
     """Have Ray start a worker process for each trial slot of the cluster and import TensorFlow in
     it now, while the driver imports its own: the first trials then start without that wait. Not
     on a cluster with GPUs, where each trial gets a fresh process anyway (see RayExecutor)."""
@@ -109,7 +112,7 @@ def worker_data(settings, cache_dir, use_cache):
     return _worker_data[wanted]
 
 
-def run_task(task, settings, logdir, on_success, verbose, backup_minutes, cache, requested_hooks):
+def run_task(task, settings, logdir, verbose, backup_minutes, cache, requested_hooks):
     """One trial, in a Ray worker process: trial.run in the trial's run folder; returns its record.
     cache: (--cache-dir or None, whether to use a cache at all)."""
     import tensorflow as tf
@@ -123,12 +126,10 @@ def run_task(task, settings, logdir, on_success, verbose, backup_minutes, cache,
             tf.config.experimental.set_memory_growth(gpu, True)
         except RuntimeError:  # set already, by this process's earlier trial
             pass
-    if settings.deterministic:
-        tf.config.experimental.enable_op_determinism()
     run_dir = Path(logdir) / task.name
     hooks.install(requested_hooks, attempt=(trial.load(run_dir) or {}).get("attempts", 0) + 1)
     record = trial.run(task.values, settings, worker_data(settings, *cache), run_dir, task.epochs, verbose,
-                       on_success, backup_minutes)
+                       backup_minutes)
     # Where it ran: a trial's record says which machine and process trained it.
     context = ray.get_runtime_context()
     record["worker"] = {"node_id": context.get_node_id(), "host": socket.gethostname(), "pid": os.getpid(),
@@ -162,7 +163,7 @@ class RayExecutor:
         # for a task declared with GPUs); CPU-only workers are reused, keeping TensorFlow and images.
         self.remote = ray.remote(max_calls=1 if resources["num_gpus"] else 0)(run_task)
 
-    def run(self, tasks, on_success, started):
+    def run(self, tasks, started):
         from hparam_sweep import trial
 
         print(f"\nRunning {len(tasks)} trial(s) on Ray, to epoch {tasks[0].epochs}: each takes "
@@ -172,7 +173,7 @@ class RayExecutor:
         for task in tasks:
             # Each task named after its trial: Ray shows each line of its output behind "(NAME pid=N)".
             ref = self.remote.options(**self.resources, retry_exceptions=False, name=task.name).remote(
-                task, self.settings, str(self.logdir), on_success, self.verbose, self.backup_minutes, self.cache,
+                task, self.settings, str(self.logdir), self.verbose, self.backup_minutes, self.cache,
                 requested_hooks)
             pending[ref] = task
             started(task)
@@ -194,6 +195,21 @@ class RayExecutor:
             for ref in pending:
                 ray.cancel(ref, force=True)
             raise
+
+
+def driver_off_gpus(cluster):
+    """Keep the driver's TensorFlow off the GPUs the trials share (it trains nothing); whether Ray
+    counts GPUs that TensorFlow cannot use (its CUDA libraries missing, here as in the trials)."""
+    import tensorflow as tf
+
+    missing = bool(cluster.get("GPU", 0)) and not tf.config.list_physical_devices("GPU")
+    with suppress(RuntimeError):  # this process's TensorFlow has started already (tests)
+        tf.config.set_visible_devices([], "GPU")
+    return missing
+
+
+def alive_nodes():
+    return sum(n["Alive"] for n in ray.nodes())
 
 
 def trial_resources(cluster, cpus_per_trial, trials_per_gpu, max_retries):

@@ -6,6 +6,7 @@ A trial trains one hparam combination to a given epoch count and leaves in its r
     history.csv           one row per epoch (Keras CSVLogger's columns)
     train/ validation/    the epoch curves (the Keras TensorBoard callback's tags)
     events.out.tfevents*  the HParams session: start (hparams) and end (status, summary metrics)
+    model.keras           the trained model once the trial is fully trained (`keep_model`)
     backup/               the training state while the trial is unfinished (`Backup`)
 
 Calling `run` again on the same folder continues from the backup, at the step it was taken:
@@ -39,10 +40,11 @@ from tensorboard.plugins.hparams import api_pb2
 from tensorboard.plugins.hparams import summary as hp_summary
 
 from hparam_sweep import hooks, metrics, pipeline
-from hparam_sweep.common import BACKUP_MINUTES, read_json, write_json
-from hparam_sweep.model import build_model
+from hparam_sweep.common import BACKUP_MINUTES, RunStopped, read_json, write_json
+from hparam_sweep.model import build_model, inference_model
 
 TRIAL_FILE = "trial.json"
+MODEL_FILE = "model.keras"  # a fully trained trial's model, as best_model.keras holds it
 HISTORY_FILE = "history.csv"
 BACKUP_DIR = "backup"
 TIME_FILE = "seconds.json"  # in BACKUP_DIR: the seconds trained up to the backup, over all attempts and rungs
@@ -322,16 +324,18 @@ def fit(values, settings, data, run_dir, epochs, verbose="auto", backup_minutes=
     return model, summary, resumed_from, round(backup.seconds_saving, 3)
 
 
-def run(values, settings, data, run_dir, epochs=None, verbose="auto", on_success=None, backup_minutes=BACKUP_MINUTES):
+def run(values, settings, data, run_dir, epochs=None, verbose="auto", backup_minutes=BACKUP_MINUTES):
     """Run one trial in run_dir up to `epochs` (default: settings.epochs) and return its record.
 
     data is the (train, validation) pair of pipeline.ImageSets. A raised exception or a NaN loss
     makes the trial a failure with its reason; Ctrl-C marks it interrupted and propagates.
-    on_success(model, record) is called with the trained model before its memory is freed
-    (the experiment keeps the best one); what it raises propagates, it is not the trial's fault.
+    A fully trained trial keeps its model (keep_model); a fault in that is not the trial's: it
+    raises RunStopped and leaves the trial unfinished, with its backup, for the rerun.
     The training state is backed up every `backup_minutes` and at each epoch end.
     """
     epochs = settings.epochs if epochs is None else epochs
+    if settings.deterministic:
+        tf.config.experimental.enable_op_determinism()
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     name = run_dir.name
@@ -364,8 +368,9 @@ def run(values, settings, data, run_dir, epochs=None, verbose="auto", on_success
         except Exception as e:  # noqa: BLE001 - one bad trial (NaN, OOM, a bad value) must not end the grid
             record.update(status="failure", error=f"{type(e).__name__}: {e}".splitlines()[0])
             record["traceback"] = traceback.format_exc()
-        if model is not None and on_success is not None:
-            on_success(model, record)
+        if record["status"] == "success" and epochs >= settings.epochs:
+            hooks.point("trained")  # tests: trials that finish at the same moment
+            keep_model(model, run_dir)
         status = api_pb2.STATUS_SUCCESS if record["status"] == "success" else api_pb2.STATUS_FAILURE
         write_session(run_dir, values, name, status, record["metrics"])
     finally:
@@ -378,6 +383,17 @@ def run(values, settings, data, run_dir, epochs=None, verbose="auto", on_success
     if record["status"] == "failure" or epochs >= settings.epochs:
         discard_backup(run_dir)
     return record
+
+
+def keep_model(model, run_dir):
+    """Save a fully trained trial's model.inference_model as run_dir/model.keras (atomically), for
+    best_model.keras and whoever wants this trial's model."""
+    tmp = run_dir / "model.tmp.keras"
+    try:
+        inference_model(model).save(tmp)
+        os.replace(tmp, run_dir / MODEL_FILE)
+    except OSError as e:
+        raise RunStopped(f"cannot keep the trained model in {run_dir / MODEL_FILE} ({e.strerror or e})") from None
 
 
 def record_failure(values, settings, run_dir, error):

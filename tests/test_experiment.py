@@ -201,37 +201,63 @@ def test_a_logdir_with_the_old_run_folder_names_is_continued_in_place(dataset, t
     assert trial.trial_name(adam) not in (logdir / experiment.RESULTS_FILE).read_text()
 
 
-def test_the_best_model_is_chosen_among_this_grids_trials_only(tmp_path):
-    """A record in .best.json of a trial outside the current grid (a changed --grid) no longer
-    competes: the best of this grid's trials becomes best_model.keras."""
-    import keras
-
+def test_the_best_model_is_rank_1_of_this_grid_and_follows_it(tmp_path):
+    """best_model.keras is a copy of rank 1's model: a .best.json record of a trial outside the
+    current grid (a changed --grid) does not compete, a trial not fully trained is never copied,
+    and a trial trained again (same name, a new record) is copied again."""
     logdir = tmp_path / "logs"
-    logdir.mkdir()
     done = settings()
     metrics = {"accuracy": 0.6, "best_val_accuracy": 0.6, "val_loss": 0.5, "wall_time_s": 1.0, "epochs": done.epochs}
     old = {"name": "old", "status": "success", "epochs": done.epochs, "settings": dataclasses.asdict(done),
-           "metrics": {**metrics, "accuracy": 0.99}}
+           "metrics": {**metrics, "accuracy": 0.99}, "finished": "1"}
+    (logdir / "old").mkdir(parents=True)
     write_json(logdir / experiment.BEST_FILE, old)
-    new = {**old, "name": "new", "metrics": metrics}
-    model = keras.Sequential([keras.Input((4, 4, 3), dtype="uint8"), keras.layers.Flatten(), keras.layers.Dense(2)])
-    experiment.BestModel(logdir, ("new",), done)(model, new)
+    (logdir / experiment.BEST_MODEL_FILE).write_text("old")
+    new, short = {**old, "name": "new", "metrics": metrics}, {**old, "name": "short", "epochs": done.epochs - 1}
+    for record in (new, short):
+        (logdir / record["name"]).mkdir()
+        (logdir / record["name"] / trial.MODEL_FILE).write_text(record["name"])
+    experiment.keep_best(logdir, [short], done.epochs)
+    assert (logdir / experiment.BEST_MODEL_FILE).read_text() == "old"
+    experiment.keep_best(logdir, [new], done.epochs)
     assert json.loads((logdir / experiment.BEST_FILE).read_text())["name"] == "new"
-    assert (logdir / experiment.BEST_MODEL_FILE).is_file()
+    assert (logdir / experiment.BEST_MODEL_FILE).read_text() == "new"
+    (logdir / "new" / trial.MODEL_FILE).write_text("new, trained again")
+    experiment.keep_best(logdir, [{**new, "finished": "2"}], done.epochs)
+    assert (logdir / experiment.BEST_MODEL_FILE).read_text() == "new, trained again"
 
 
-def test_a_changed_grid_whose_rank_1_model_was_not_kept_says_so(dataset, tmp_path, capsys):
-    """The grid narrowed to its second-best trial, reused as it is: best_model.keras still holds the
-    first grid's winner, whose model is not rank 1 any more. The run says so (and scores no test)."""
-    logdir = tmp_path / "logs"
-    fast = ["--data", str(dataset), "--logdir", str(logdir), "--image-size", "24", "--batch-size", "8",
-            "--epochs", "1", "--steps-per-epoch", "2", "--quiet", "--grid", "num_units=8", "--grid", "dropout=0.1",
+def fast_run(dataset, logdir):
+    return ["--data", str(dataset), "--logdir", str(logdir), "--image-size", "24", "--batch-size", "8", "--epochs", "1",
+            "--steps-per-epoch", "2", "--quiet", "--grid", "num_units=8", "--grid", "dropout=0.1",
             "--grid", "learning_rate=0.01"]
-    assert train.main([*fast, "--grid", "optimizer=adam,sgd"]) == 0
+
+
+def test_a_changed_grid_makes_its_own_rank_1_the_best_model(dataset, tmp_path, capsys):
+    """The grid narrowed to its second-best trial, reused as it is, nothing trained: best_model.keras
+    is now that trial's model, and its test score is given."""
+    logdir = tmp_path / "logs"
+    assert train.main([*fast_run(dataset, logdir), "--grid", "optimizer=adam,sgd"]) == 0
     with (logdir / "results.csv").open(newline="") as f:
         first, second = (row for row in csv.DictReader(f))
+    assert (logdir / experiment.BEST_MODEL_FILE).read_bytes() == (logdir / first["run"] / trial.MODEL_FILE).read_bytes()
     capsys.readouterr()
-    assert train.main([*fast, "--grid", f"optimizer={second['optimizer']}"]) == 0
+    assert train.main([*fast_run(dataset, logdir), "--grid", f"optimizer={second['optimizer']}"]) == 0
+    assert "Reusing 1 finished trial(s)" in capsys.readouterr().out
+    assert (logdir / experiment.BEST_MODEL_FILE).read_bytes() == (logdir / second["run"] / trial.MODEL_FILE).read_bytes()
+    assert json.loads((logdir / experiment.BEST_FILE).read_text())["name"] == second["run"]
+
+
+def test_a_rank_1_trained_before_trials_kept_their_models_is_said(dataset, tmp_path, capsys):
+    """A logdir from before trials kept their own models: a changed grid's rank 1 has no model to
+    copy. best_model.keras stays as it is and the run says whose model it holds (no test score)."""
+    logdir = tmp_path / "logs"
+    assert train.main([*fast_run(dataset, logdir), "--grid", "optimizer=adam,sgd"]) == 0
+    with (logdir / "results.csv").open(newline="") as f:
+        first, second = (row for row in csv.DictReader(f))
+    (logdir / second["run"] / trial.MODEL_FILE).unlink()  # as a trial trained by an older version
+    capsys.readouterr()
+    assert train.main([*fast_run(dataset, logdir), "--grid", f"optimizer={second['optimizer']}"]) == 0
     out = capsys.readouterr().out
-    assert (f"Note: best_model.keras is {first['run']}'s model, not rank 1's ({second['run']}): that trial's "
-            "model was not kept when it finished") in out
+    assert (f"Note: best_model.keras is {first['run']}'s model, not rank 1's ({second['run']}): that trial was "
+            "trained before each trial kept its model") in out

@@ -85,9 +85,10 @@ def test_grid_runs_trials_concurrently_on_both_nodes(cluster, dataset, tmp_path,
     logdir, cache = tmp_path / "logs", tmp_path / "cache"
     # The driver decodes nothing: the workers take the images from their machine's decode cache.
     monkeypatch.setattr(pipeline, "decoded_batches", lambda *a: pytest.fail("the driver decoded the images"))
-    # Each trial pauses as it starts, until another one has started too.
-    together = Together(tmp_path / "started")
-    monkeypatch.setenv(hooks.PAUSE_AT_ENV, f"history:1:{tmp_path / 'started'}")
+    # Each trial pauses once trained, before it keeps its model, until another one is there too:
+    # two trials ran side by side, and they finish at the same moment.
+    together = Together(tmp_path / "trained")
+    monkeypatch.setenv(hooks.PAUSE_AT_ENV, f"trained:1:{tmp_path / 'trained'}")
     assert train.main(["--ray", "--data", str(dataset), "--logdir", str(logdir), "--cache-dir", str(cache), *FAST, *FOUR]) == 0
     together.close()
     monkeypatch.delenv(hooks.PAUSE_AT_ENV)
@@ -105,9 +106,11 @@ def test_grid_runs_trials_concurrently_on_both_nodes(cluster, dataset, tmp_path,
     # Both nodes are this machine: one worker decoded the images into its cache, the other mapped them.
     [key] = cache.glob(f"*/{imagecache.KEY_FILE}")
     assert json.loads(key.read_text())["built_by"]["pid"] in {r["worker"]["pid"] for r in records}
-    # best_model.keras came from results.csv's rank 1 (written once, by the trial that was best).
-    assert json.loads((logdir / ".best.json").read_text())["name"] == records[0]["name"]
-    assert (logdir / experiment.BEST_MODEL_FILE).exists()
+    # Each trial kept its model, and best_model.keras is results.csv's rank 1's.
+    assert all((logdir / r["name"] / trial.MODEL_FILE).is_file() for r in records)
+    assert json.loads((logdir / experiment.BEST_FILE).read_text())["name"] == records[0]["name"]
+    best = (logdir / experiment.BEST_MODEL_FILE).read_bytes()
+    assert best == (logdir / records[0]["name"] / trial.MODEL_FILE).read_bytes()
 
     # The dashboard: four sessions, each ended SUCCESS with trial.json's metrics.
     groups = tensorboard(logdir).wait_for(4)
@@ -309,8 +312,9 @@ def test_a_ray_started_by_the_driver_runs_trials_at_the_local_loops_priority():
 
 
 def test_a_fault_outside_the_trial_stops_the_ray_run_and_fails_no_trial(cluster, dataset, tmp_path, capsys):
-    """As in the local loop (test_train.py): a best model that cannot be saved in the worker stops the
-    run; Ray does not record the trained trial as failed nor delete its backup."""
+    """As in the local loop (test_train.py): a trained model that cannot be saved in the worker, then a
+    best model that the driver cannot write, stop the run; Ray does not record the trained trial as
+    failed nor delete its backup."""
     logdir = tmp_path / "logs"
     argv = ["--ray", "--data", str(dataset), "--logdir", str(logdir), *FAST,
             "--grid", "num_units=8", "--grid", "dropout=0.1", "--grid", "optimizer=adam", "--grid", "learning_rate=0.01"]
@@ -354,7 +358,7 @@ def test_ctrl_c_cancels_the_trials_running_on_ray(cluster, dataset, tmp_path, mo
 
     threading.Thread(target=ctrl_c_once_both_run, daemon=True).start()
     with pytest.raises(KeyboardInterrupt):
-        for _ in executor.run(tasks, None, lambda task: None):
+        for _ in executor.run(tasks, lambda task: None):
             pass
     deadline = time.monotonic() + 60
     while alive := [pid for pid in paused if process_exists(pid)]:

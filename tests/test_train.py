@@ -15,7 +15,8 @@ import pytest
 import tensorflow as tf
 from conftest import metric, snapshot
 
-from hparam_sweep import experiment, metrics as M, pipeline, trial
+from hparam_sweep import experiment, grid, metrics as M, pipeline, trial
+import hparams
 import data_split
 import train
 from hparam_sweep.common import FINISHED, UsageError
@@ -168,7 +169,7 @@ def test_device_flags_default_on_with_a_gpu_and_off_on_cpu_but_what_the_user_set
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--epochs", "0"], "--epochs must be a positive whole number"),
+        (["--epochs", "0"], "--epochs: 0 is not a positive whole number"),
         (["--grid", "colour=red"], "unknown hparam 'colour'"),
         (["--grid", "num_units=many"], "'many' is not of type int"),
         (["--nonsense"], "unrecognized arguments"),
@@ -359,23 +360,15 @@ def test_best_model_is_rank_one_even_when_accuracies_tie(dataset, tmp_path, monk
     """Equal accuracies: results.csv ranks the lower validation loss first, and best_model.keras follows it."""
     val_loss = {"adam": 0.6, "sgd": 0.4, "rmsprop": 0.7}
 
-    class Model:
-        def __init__(self, name):
-            self.name = name
-
-        def save(self, path):
-            Path(path).write_text(self.name)
-
-    def fake_run(values, settings, data, run_dir, epochs, verbose, on_success, *rest):
+    def fake_run(values, settings, data, run_dir, epochs, *rest):
         metrics = {M.ACCURACY: 0.5, M.BEST_ACCURACY: 0.5, M.VAL_LOSS: val_loss[values["optimizer"]],
                    M.WALL_TIME: 1.0, M.EPOCHS: epochs}
-        record = {"name": run_dir.name, "hparams": values, "status": "success", "metrics": metrics, "epochs": epochs,
-                  "settings": dataclasses.asdict(settings)}
-        on_success(Model(run_dir.name), record)
-        return record
+        run_dir.mkdir(parents=True)
+        (run_dir / trial.MODEL_FILE).write_text(run_dir.name)
+        return {"name": run_dir.name, "hparams": values, "status": "success", "metrics": metrics, "epochs": epochs,
+                "settings": dataclasses.asdict(settings), "finished": "now"}
 
     monkeypatch.setattr(trial, "run", fake_run)
-    monkeypatch.setattr(experiment, "inference_model", lambda model: model)
     logdir = tmp_path / "logs"
     grid = ["--grid", "num_units=8", "--grid", "dropout=0.1", "--grid", "optimizer=adam,sgd,rmsprop", "--grid", "learning_rate=0.01"]
     assert train.main(["--data", str(dataset), "--logdir", str(logdir), *FAST, *grid]) == 0
@@ -385,23 +378,26 @@ def test_best_model_is_rank_one_even_when_accuracies_tie(dataset, tmp_path, monk
 
 
 def check_a_fault_outside_the_trial_stops_the_run_and_fails_no_trial(argv, logdir, capsys):
-    """best_model.keras cannot be written (here a folder of that name, as a full disk or a refused
-    lock would refuse it): the run stops in one line, exit 3; the trained trial is not failed and
-    keeps its training state; the rerun finishes it without training it again."""
-    logdir.mkdir(parents=True)
-    (logdir / experiment.BEST_MODEL_FILE).mkdir()
-    assert train.main(argv) == train.EXIT_STOPPED
-    err = capsys.readouterr().err
-    assert f"cannot keep the best model in {logdir / experiment.BEST_MODEL_FILE}" in err
-    assert "rerun the same command" in err and "Traceback" not in err
-    [run_dir] = [p for p in logdir.iterdir() if (p / trial.TRIAL_FILE).exists()]
-    assert trial.load(run_dir)["status"] == "running" and (run_dir / trial.BACKUP_DIR).is_dir()
-
-    (logdir / experiment.BEST_MODEL_FILE).rmdir()
-    assert train.main(argv) == 0
+    """The trained model cannot be saved (here a folder in the way, as a full disk or a refused
+    write would refuse it): in the trial's process, then best_model.keras in the loop's. Each stops
+    the run in one line, exit 3; the trained trial is never failed, keeps its training state until
+    it is finished, and the reruns finish it without training it again. argv runs one trial."""
+    [values] = grid.expand_grid(grid.override(hparams.HPARAMS, [a for a in argv if "=" in a]))
+    run_dir = logdir / trial.trial_name(values)
+    for blocked, said in [(run_dir / trial.MODEL_FILE, "cannot keep the trained model in"),
+                          (logdir / experiment.BEST_MODEL_FILE, "cannot keep the best model in")]:
+        blocked.mkdir(parents=True)
+        assert train.main(argv) == train.EXIT_STOPPED
+        err = capsys.readouterr().err
+        [line] = [line for line in err.splitlines() if line.startswith("train.py:")]  # Ray workers may speak too
+        assert f"{said} {blocked}" in line and "rerun the same command" in line and "Traceback" not in err
+        blocked.rmdir()
+        if blocked.name == trial.MODEL_FILE:
+            assert trial.load(run_dir)["status"] == "running" and (run_dir / trial.BACKUP_DIR).is_dir()
     record = trial.load(run_dir)
     assert record["status"] == "success" and record["resumed_from_epoch"] == record["epochs"]  # nothing retrained
-    assert (logdir / experiment.BEST_MODEL_FILE).is_file()
+    assert train.main(argv) == 0
+    assert (logdir / experiment.BEST_MODEL_FILE).read_bytes() == (run_dir / trial.MODEL_FILE).read_bytes()
 
 
 def test_a_fault_outside_the_trial_stops_the_run_and_fails_no_trial(dataset, tmp_path, capsys):

@@ -8,6 +8,7 @@ import pytest
 from conftest import trial_outcome
 
 from hparam_sweep import pipeline, trial
+from hparam_sweep.common import RunStopped
 
 VALUES = {"num_units": 8, "dropout": 0.1, "optimizer": "adam", "learning_rate": 0.01}
 
@@ -72,16 +73,14 @@ def test_wall_time_is_the_whole_training_time_across_rungs_and_attempts(dataset,
     assert second["metrics"]["wall_time_s"] > first["metrics"]["wall_time_s"]
 
 
-def test_a_failing_callback_is_not_the_trials_failure(dataset, tmp_path):
-    """on_success keeps the best model; a full disk there must stop the run, not fail the trial."""
+def test_a_model_that_cannot_be_kept_is_not_the_trials_failure(dataset, tmp_path):
+    """A fully trained trial keeps its model; a full disk there stops the run, it does not fail the trial."""
     data = pipeline.load_data(dataset, 24)
-
-    def disk_full(model, record):
-        raise OSError("No space left on device")
-
-    with pytest.raises(OSError, match="No space left"):
-        trial.run(VALUES, settings(dataset, epochs=1), data, tmp_path / "t", verbose=0, on_success=disk_full)
-    assert trial.load(tmp_path / "t")["status"] == "running"  # not finished: a rerun runs it again
+    (tmp_path / "t" / trial.MODEL_FILE).mkdir(parents=True)  # in the way, as a full disk would be
+    with pytest.raises(RunStopped, match="cannot keep the trained model in"):
+        trial.run(VALUES, settings(dataset, epochs=1), data, tmp_path / "t", verbose=0)
+    assert trial.load(tmp_path / "t")["status"] == "running"  # not finished: the rerun finishes it
+    assert (tmp_path / "t" / trial.BACKUP_DIR).is_dir()
 
 
 def test_read_history_keeps_the_last_row_of_a_repeated_epoch(tmp_path):
