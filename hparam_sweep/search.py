@@ -95,7 +95,7 @@ class Halving:
     the grid, so the same records always give the same decisions. A failed trial never goes on.
     """
 
-    def __init__(self, epochs, min_epochs=1, rate=3):
+    def __init__(self, epochs, min_epochs, rate):
         if min_epochs < 1 or rate < 2:
             raise ValueError("halving needs min_epochs >= 1 and a rate of at least 2")
         self.epochs, self.min_epochs, self.rate = epochs, min_epochs, rate

@@ -21,7 +21,8 @@ GRID = ["--grid", "num_units=8", "--grid", "dropout=0.1", "--grid", "optimizer=a
 def test_halving_continues_the_best_third_and_the_dashboard_tells_how_far_each_went(dataset, tmp_path, tensorboard,
                                                                                     capsys):
     logdir = tmp_path / "logs"
-    argv = ["--data", str(dataset), "--logdir", str(logdir), *FAST, "--epochs", "3", *GRID, "--search", "halving"]
+    argv = ["--data", str(dataset), "--logdir", str(logdir), *FAST, "--epochs", "3", *GRID, "--search", "halving",
+            "--min-epochs", "1"]
     assert train.main(argv) == 0
     out = capsys.readouterr().out
     assert "Rung 1 epoch(s) done: 1 of 3 go on (ETA of the rest" in out
@@ -60,7 +61,7 @@ def run_cli(dataset, logdir, *extra, kill_at=None):
     kill_at (hooks.point's NAME:N) it SIGKILLs itself there."""
     argv = ["--data", str(dataset), "--logdir", str(logdir), *FAST, "--epochs", "3", "--deterministic", "--backup-minutes",
             "0", "--grid", "num_units=8", "--grid", "dropout=0.2", "--grid", "optimizer=adam,sgd", "--grid",
-            "learning_rate=0.01", "--halving-rate", "2", *extra]
+            "learning_rate=0.01", "--min-epochs", "1", "--halving-rate", "2", *extra]
     env = {**os.environ, hooks.KILL_AT_ENV: kill_at or ""}
     done = subprocess.run([sys.executable, str(ROOT / "train.py"), *argv], cwd=ROOT, env=env, capture_output=True, text=True)
     assert done.returncode == (-signal.SIGKILL if kill_at else 0), done.stdout + done.stderr

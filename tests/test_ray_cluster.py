@@ -119,7 +119,7 @@ def run_driver(address, env, dataset, logdir):
     return subprocess.run(
         [sys.executable, str(ROOT / "train.py"), "--ray-address", address, "--data", str(dataset), "--logdir",
          str(logdir), *FAST, *TWO],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
 
 
 def test_a_driver_with_the_heads_token_runs_trials_on_both_nodes(token_cluster, dataset, tmp_path):
@@ -130,7 +130,9 @@ def test_a_driver_with_the_heads_token_runs_trials_on_both_nodes(token_cluster, 
     env = {**base_env(tmp_path / "home"), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(copy),
            # Each trial waits, once started, until the other one has started too: one on each node.
            hooks.PAUSE_AT_ENV: f"history:1:{tmp_path / 'started'}"}
-    together = Together(tmp_path / "started", timeout=120)
+    # A loaded machine can take minutes to start the second node's trial process and import
+    # TensorFlow in it; let go alone sooner, the first trial would free its node for the second.
+    together = Together(tmp_path / "started", timeout=400)
     try:
         run = run_driver(address, env, dataset, tmp_path / "logs")
     finally:

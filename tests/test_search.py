@@ -63,7 +63,7 @@ def simulate(halving, trials, accuracy):
 
 def test_halving_trains_the_best_third_on_and_costs_68_epochs_for_36_trials():
     trials = {f"t{i:02}": {"i": i} for i in range(36)}
-    halving = search.Halving(5)
+    halving = search.Halving(5, 1, 3)
     records, trained = simulate(halving, trials, lambda name, epoch: int(name[1:]) / 100 + epoch / 1000)
     assert halving.planned_epochs(36) == 36 + 12 * 2 + 4 * 2 == 68
     rung1, rung3, rung5 = halving.decisions(trials, records)

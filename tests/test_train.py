@@ -333,7 +333,7 @@ def test_help_is_instant_and_shows_each_default_once(script):
     shown = {f.split()[0].rstrip(","): f for f in flags}
     if script == "train.py":
         for name, default in [("--batch-size", 32), ("--epochs", 5), ("--image-size", 150), ("--seed", 42),
-                              ("--backup-minutes", 5.0), ("--search", "grid"), ("--halving-rate", 3)]:
+                              ("--backup-minutes", 5.0), ("--search", "grid"), ("--min-epochs", 2), ("--halving-rate", 3)]:
             assert f"(default: {default}" in shown[name]
         assert "(default" not in shown["--verbose"] and "(default" not in shown["--grid"]
 
