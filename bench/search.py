@@ -15,7 +15,8 @@ Per seed (the training seed: initial weights, data order, augmentation; the spli
      replay compares other settings (--replay-min-epochs, --replay-rates, and the rung metric:
      validation accuracy or validation loss) at no training cost.
 The JSON holds, per seed and as median/worst over seeds: wall_ratio (grid wall time / halving's),
-test_gap (the grid pick's test accuracy minus the halving pick's, with the pick's rank in the grid),
+test_gap (the grid pick's test accuracy minus the halving pick's; per seed with its 95% interval,
+test_gap_interval_95, and the pick's rank in the grid),
 and first_rung_rank_correlation (Spearman, over the grid's trials, between the rung metric after
 --min-epochs and the final validation accuracy).
 With the defaults, on 2 CPU cores: about 27 minutes a seed (the grid 90 epochs, halving 34).
@@ -23,6 +24,7 @@ With the defaults, on 2 CPU cores: about 27 minutes a seed (the grid 90 epochs, 
 
 import argparse
 import json
+import math
 import statistics
 import sys
 import tempfile
@@ -108,8 +110,8 @@ def run_search(name, data, logdir, seed, args, extra=()):
 
 
 def test_accuracies(data, image_size, logdir, names):
-    """{trial: test accuracy} of every fully trained trial's model (its model.keras) in logdir, for
-    this benchmark alone: no search reads the test split."""
+    """({trial: test accuracy} of every fully trained trial's model (its model.keras) in logdir, the
+    number of test images), for this benchmark alone: no search reads the test split."""
     import keras
 
     test = pipeline.load_split(data / TEST_SPLIT, image_size)
@@ -119,13 +121,24 @@ def test_accuracies(data, image_size, logdir, names):
         if (path := logdir / name / trial.MODEL_FILE).is_file():
             correct, count = evaluate.accuracy_on(keras.models.load_model(path), images, labels)
             scores[name] = correct / count
-    return scores
+    return scores, len(labels)
+
+
+def gap_interval(grid_accuracy, halving_accuracy, count):
+    """95% interval of the test gap (the grid pick's accuracy minus halving's) on `count` images:
+    Newcombe's hybrid score interval (1998, method 10) from the two Wilson intervals, as statsmodels'
+    confint_proportions_2indep(method="newcomb") computes it (not a dependency here). It takes the
+    two accuracies as independent; both picks are scored on the same images, so it errs wide."""
+    (l1, u1), (l2, u2) = (evaluate.wilson_interval(round(p * count), count) for p in (grid_accuracy, halving_accuracy))
+    gap = grid_accuracy - halving_accuracy
+    return [round(gap - math.hypot(grid_accuracy - l1, u2 - halving_accuracy), 4),
+            round(gap + math.hypot(u1 - grid_accuracy, halving_accuracy - l2), 4)]
 
 
 def one_seed(seed, data, tmp, args):
     """Every figure of one seed."""
     grid_wall, grid_trials = run_search("grid", data, tmp / f"grid-{seed}", seed, args)
-    scores = test_accuracies(data, args.image_size, tmp / f"grid-{seed}", grid_trials)
+    scores, test_count = test_accuracies(data, args.image_size, tmp / f"grid-{seed}", grid_trials)
     settings = ["--min-epochs", str(args.min_epochs), "--halving-rate", str(args.halving_rate)]
     halving_wall, halving_trials = run_search("halving", data, tmp / f"halving-{seed}", seed, args, settings)
     real_decisions = read_json(tmp / f"halving-{seed}" / experiment.DECISIONS_FILE)
@@ -141,7 +154,7 @@ def one_seed(seed, data, tmp, args):
                            "halving": sum(map(search.epochs_trained, halving_trials.values()))},
         "grid_pick": grid_pick, "halving_pick": real_pick,
         "replay_matches": decisions_json(decisions) == real_decisions and pick == real_pick,
-        "test_accuracy": scores,
+        "test_accuracy": scores, "test_count": test_count,
         "val_accuracy": {n: r["metrics"].get(M.ACCURACY) for n, r in grid_trials.items()},
         "curves": {n: r.get("curve", []) for n, r in grid_trials.items()},
         "settings": {},
@@ -160,11 +173,13 @@ def one_seed(seed, data, tmp, args):
                 result["settings"][f"min{min_epochs}-rate{rate}-{metric}"] = {
                     "pick": picked, "rank_in_grid": grid_rank.index(picked) + 1,
                     "test_gap": round(scores[grid_pick] - scores[picked], 4),
+                    "test_gap_interval_95": gap_interval(scores[grid_pick], scores[picked], test_count),
                     "epoch_ratio": round(len(grid_trials) * args.epochs / halving_search.planned_epochs(len(grid_trials)), 3),
                     "first_rung_rank_correlation": round(spearman(first, final), 3),
                 }
     chosen = result["settings"][f"min{args.min_epochs}-rate{args.halving_rate}-val_accuracy"]
-    result.update(test_gap=chosen["test_gap"], halving_pick_rank_in_grid=chosen["rank_in_grid"],
+    result.update(test_gap=chosen["test_gap"], test_gap_interval_95=chosen["test_gap_interval_95"],
+                  halving_pick_rank_in_grid=chosen["rank_in_grid"],
                   first_rung_rank_correlation=chosen["first_rung_rank_correlation"])
     return result
 
@@ -227,9 +242,12 @@ def main(argv=None):
                             and report["test_gap"]["median"] <= FLOOR_MEDIAN_GAP
                             and report["test_gap"]["worst"] <= FLOOR_WORST_GAP and report["replay_matches"])
 
-    print(f"\n{'seed':>4} {'wall ratio':>10} {'test gap':>9} {'pick rank':>9} {'rung-1 corr':>11} replay")
+    print(f"\n{'seed':>4} {'wall ratio':>10} {'test gap':>9} {'its 95% interval':>17} {'pick rank':>9} "
+          f"{'rung-1 corr':>11} replay")
     for s in seeds:
-        print(f"{s['seed']:>4} {s['wall_ratio']:>10.2f} {s['test_gap']:>9.4f} {s['halving_pick_rank_in_grid']:>9} "
+        low, high = s["test_gap_interval_95"]
+        print(f"{s['seed']:>4} {s['wall_ratio']:>10.2f} {s['test_gap']:>9.4f} {f'{low:.3f} to {high:.3f}':>17} "
+              f"{s['halving_pick_rank_in_grid']:>9} "
               f"{s['first_rung_rank_correlation']:>11.2f} {'matches' if s['replay_matches'] else 'DIFFERS'}")
     print(f"median test gap {report['test_gap']['median']:.4f} (floor {FLOOR_MEDIAN_GAP}), worst "
           f"{report['test_gap']['worst']:.4f} (floor {FLOOR_WORST_GAP}); floors met: {report['floors_met']}")
