@@ -152,11 +152,10 @@ def resolve_device_flags(args, gpus):
             setattr(args, name, bool(gpus))
 
 
-def make_settings(args):
+def make_settings(args, train_images):
     """The trial settings the command line asks for (device flags resolved)."""
     from hparam_sweep import pipeline, trial
 
-    train_images = pipeline.image_count(args.data / "train")
     same = {name: getattr(args, name) for name in ("image_size", "batch_size", "epochs", "seed", "deterministic",
                                                    "mixed_precision", "augment_in_model")}
     # Op determinism switches XLA off anyway; say so in the settings rather than pretend.
@@ -238,7 +237,7 @@ def _main(args):
 
 
 def make_executor(args, cluster):
-    """(settings, executor) after the start-up line: trials one at a time in this process, on the
+    """(settings, executor), with the start-up line: trials one at a time in this process, on the
     images it decodes, or side by side as Ray tasks (hparam_sweep/parallel.py) whose processes take
     the images from their own machine's decode cache."""
     from hparam_sweep import imagecache, loop, pipeline, trial
@@ -246,10 +245,10 @@ def make_executor(args, cluster):
     cache = imagecache.location(args.cache_dir, not args.no_cache)
     if not args.ray:
         resolve_device_flags(args, gpus := trial.gpu_names())
-        settings = make_settings(args)
+        data = pipeline.load_data(args.data, args.image_size, cache)
+        settings = make_settings(args, len(data[0]))
         print(f"Training on {', '.join(gpus) or 'the CPU (' + no_gpu_reason() + ')'}: {describe_device(settings)}, "
               f"augmentation {'in the model' if settings.augment_in_model else 'in the input pipeline'}.")
-        data = pipeline.load_data(args.data, args.image_size, cache)
         return settings, loop.InProcess(settings, data, args.logdir, console.keras_verbosity(args.quiet),
                                         args.backup_minutes)
     from hparam_sweep import parallel
@@ -257,7 +256,8 @@ def make_executor(args, cluster):
     if parallel.driver_off_gpus(cluster):  # Ray counts GPUs without asking TensorFlow
         print(f"Ray sees GPUs but TensorFlow does not, so the trials would train on the CPU: {CUDA_FIX}.")
     resolve_device_flags(args, cluster.get("GPU", 0))
-    settings = make_settings(args)
+    # The driver decodes nothing: it only counts the training images.
+    settings = make_settings(args, pipeline.image_count(args.data / "train"))
     print(f"Ray: {cluster.get('CPU', 0):g} CPUs, {cluster.get('GPU', 0):g} GPUs on {parallel.alive_nodes()} node(s): "
           f"{describe_device(settings)}. " + (f"Each machine decodes the images once, into its own decode cache "
           f"({cache} here)." if cache else "--no-cache: each trial process decodes the images itself."), flush=True)

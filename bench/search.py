@@ -73,10 +73,6 @@ def replay(halving, grid_records):
     return halving.decisions(trials, records), search.ranked(list(records.values()))[0]["name"]
 
 
-def decisions_json(decisions):
-    return [{"epochs": d.epochs, "trained": d.trained, "promoted": d.promoted, "stopped": d.stopped} for d in decisions]
-
-
 def ranks(values):
     """1-based ranks of values, ties sharing their mean rank (as Spearman's correlation wants)."""
     order = sorted(values)
@@ -153,7 +149,7 @@ def one_seed(seed, data, tmp, args):
         "epochs_trained": {"grid": sum(map(search.epochs_trained, grid_trials.values())),
                            "halving": sum(map(search.epochs_trained, halving_trials.values()))},
         "grid_pick": grid_pick, "halving_pick": real_pick,
-        "replay_matches": decisions_json(decisions) == real_decisions and pick == real_pick,
+        "replay_matches": experiment.decisions_json(decisions) == real_decisions and pick == real_pick,
         "test_accuracy": scores, "test_count": test_count,
         "val_accuracy": {n: r["metrics"].get(M.ACCURACY) for n, r in grid_trials.items()},
         "curves": {n: r.get("curve", []) for n, r in grid_trials.items()},

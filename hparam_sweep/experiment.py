@@ -175,12 +175,15 @@ def recorded_decisions(logdir):
     return len(read_json(logdir / DECISIONS_FILE) or [])
 
 
+def decisions_json(decisions):
+    """search.Decisions as halving.json holds them."""
+    return [{"epochs": d.epochs, "trained": d.trained, "promoted": d.promoted, "stopped": d.stopped} for d in decisions]
+
+
 def write_decisions(logdir, decisions):
     """halving.json: each rung's epochs, the trials trained to it, who went on and who stopped."""
     if decisions:
-        write_json(logdir / DECISIONS_FILE, [
-            {"epochs": d.epochs, "trained": d.trained, "promoted": d.promoted, "stopped": d.stopped} for d in decisions
-        ])
+        write_json(logdir / DECISIONS_FILE, decisions_json(decisions))
 
 
 def rank_one(ranked, epochs):
