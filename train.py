@@ -20,7 +20,7 @@ import math
 import sys
 from pathlib import Path
 
-from hparam_sweep import console
+from hparam_sweep import console, device
 from hparam_sweep.common import BACKUP_MINUTES, RunStopped, UsageError
 
 DEFAULT_DATA = Path("data")
@@ -41,19 +41,10 @@ DEMO_IMAGE_SIZE = 64  # the generated images' own size
 DEMO_EPOCHS = 10
 DEMO_GRID = ["num_units=256", "dropout=0.1", "optimizer=adam,sgd,rmsprop", "learning_rate=0.001,0.0001"]
 
-CUDA_FIX = "install TensorFlow's CUDA libraries with pip install -e \".[gpu]\""  # Linux: plain tensorflow has none
-
 EXIT_TRIAL_FAILED = 1
 EXIT_USAGE = 2
 EXIT_STOPPED = 3  # a fault outside the trials (disk full): rerun once it is fixed
 EXIT_INTERRUPTED = 130
-
-DEVICE_FLAGS = {
-    "xla": "compile each model with XLA",
-    "mixed_precision": "float16 compute with float32 weights",
-    "augment_in_model": "augment on the accelerator, as the model's first layer, instead of in the input pipeline",
-}
-
 
 def positive_int(text):
     """argparse type: a whole number of at least 1."""
@@ -69,43 +60,54 @@ def parse_args(argv):
     )
     # Defaults are written into each help text (not ArgumentDefaultsHelpFormatter): several depend
     # on --demo or the device, and "(default: None)" or "(default: False)" tell nobody anything.
-    parser.add_argument("--data", type=Path, help=f"folder with train/ and validation/, each holding cats/ and dogs/ "
-                        f"(default: {DEFAULT_DATA}, or {DEMO_DATA} with --demo)")
-    parser.add_argument("--logdir", type=Path, help=f"experiment folder, one run folder per trial "
-                        f"(default: {DEFAULT_LOGDIR}, or {DEMO_LOGDIR} with --demo)")
-    parser.add_argument("--demo", action="store_true", help="generate a synthetic dataset and run a small grid on it "
-                        f"(image size {DEMO_IMAGE_SIZE}, {DEMO_EPOCHS} epochs, grid {' '.join(DEMO_GRID)})")
-    parser.add_argument("--grid", action="append", default=[], metavar="NAME=V1,V2",
-                        help="replace one hparam's values for this run (repeatable); hparams.py holds the defaults")
-    parser.add_argument("--image-size", type=positive_int, help=f"images are resized to this square (default: {DEFAULT_IMAGE_SIZE})")
-    parser.add_argument("--batch-size", type=positive_int, default=DEFAULT_BATCH_SIZE, help="images per training step (default: %(default)s)")
-    parser.add_argument("--epochs", type=positive_int, help=f"epochs per trial (default: {DEFAULT_EPOCHS})")
-    parser.add_argument("--steps-per-epoch", type=positive_int, help="training steps per epoch (default: one pass over the training set)")
-    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seeds Python, NumPy, TensorFlow, data order and augmentation (default: %(default)s)")
-    parser.add_argument("--deterministic", action="store_true",
-                        help="bitwise-reproducible metrics (TensorFlow op determinism; slower, turns XLA off)")
-    add_device_flags(parser)
-    parser.add_argument("--backup-minutes", type=float, default=BACKUP_MINUTES,
-                        help="back a trial up this often, besides each epoch end: a kill loses at most this much training "
-                             "(default: %(default)s)")
-    parser.add_argument("--restart", action="store_true",
-                        help="start the grid over; earlier results in --logdir are moved to a dated folder beside it")
-    parser.add_argument("--quiet", action="store_true", help="no Keras progress, only a line per trial "
-                        "(without it: a progress bar on a terminal, a line per epoch into a file or pipe)")
-    parser.add_argument("--verbose", action="store_true",
-                        help="TensorFlow's own log lines as well, unfiltered (for bug reports); "
-                             "TF_CPP_MIN_LOG_LEVEL is then left as you set it")
-    parser.add_argument("--search", choices=("grid", "halving"), default="grid",
-                        help="grid: every trial for --epochs; halving: every trial for --min-epochs, then only the best "
-                             "1/--halving-rate go on, rung by rung, to --epochs (default: %(default)s)")
-    parser.add_argument("--min-epochs", type=positive_int, default=DEFAULT_MIN_EPOCHS, help="halving: the first rung's epochs (default: %(default)s)")
-    parser.add_argument("--halving-rate", type=int, default=DEFAULT_HALVING_RATE, help="halving: keep the best 1/RATE at each rung, at least 2 (default: %(default)s)")
-    parser.add_argument("--cache-dir", type=Path, help="where this machine keeps the decoded images, so that a rerun, "
-                        "and every trial process, reads them instead of decoding again (default: "
-                        "$XDG_CACHE_HOME/hparam-sweep/decoded, or ~/.cache/hparam-sweep/decoded)")
-    parser.add_argument("--no-cache", action="store_true", help="decode the images in memory in every run (and, with "
-                        "--ray, in every trial process); nothing is written to the cache")
-    add_ray_flags(parser)
+    add = parser.add_argument
+    add("--data", type=Path, help=f"folder with train/ and validation/, each holding cats/ and dogs/ "
+        f"(default: {DEFAULT_DATA}, or {DEMO_DATA} with --demo)")
+    add("--logdir", type=Path, help=f"experiment folder, one run folder per trial "
+        f"(default: {DEFAULT_LOGDIR}, or {DEMO_LOGDIR} with --demo)")
+    add("--demo", action="store_true", help="generate a synthetic dataset and run a small grid on it "
+        f"(image size {DEMO_IMAGE_SIZE}, {DEMO_EPOCHS} epochs, grid {' '.join(DEMO_GRID)})")
+    add("--grid", action="append", default=[], metavar="NAME=V1,V2",
+        help="replace one hparam's values for this run (repeatable); hparams.py holds the defaults")
+    add("--image-size", type=positive_int, help=f"images are resized to this square (default: {DEFAULT_IMAGE_SIZE})")
+    add("--batch-size", type=positive_int, default=DEFAULT_BATCH_SIZE,
+        help="images per training step (default: %(default)s)")
+    add("--epochs", type=positive_int, help=f"epochs per trial (default: {DEFAULT_EPOCHS})")
+    add("--steps-per-epoch", type=positive_int, help="training steps per epoch (default: one pass over the training set)")
+    add("--seed", type=int, default=DEFAULT_SEED,
+        help="seeds Python, NumPy, TensorFlow, data order and augmentation (default: %(default)s)")
+    add("--deterministic", action="store_true",
+        help="bitwise-reproducible metrics (TensorFlow op determinism; slower, turns XLA off)")
+    device.add_flags(parser)
+    add("--backup-minutes", type=float, default=BACKUP_MINUTES, help="back a trial up this often, besides each epoch "
+        "end: a kill loses at most this much training (default: %(default)s)")
+    add("--restart", action="store_true",
+        help="start the grid over; earlier results in --logdir are moved to a dated folder beside it")
+    add("--quiet", action="store_true", help="no Keras progress, only a line per trial "
+        "(without it: a progress bar on a terminal, a line per epoch into a file or pipe)")
+    add("--verbose", action="store_true", help="TensorFlow's own log lines as well, unfiltered (for bug reports); "
+        "TF_CPP_MIN_LOG_LEVEL is then left as you set it")
+    add("--search", choices=("grid", "halving"), default="grid", help="grid: every trial for --epochs; halving: "
+        "every trial for --min-epochs, then only the best 1/--halving-rate go on, rung by rung, to --epochs "
+        "(default: %(default)s)")
+    add("--min-epochs", type=positive_int, default=DEFAULT_MIN_EPOCHS,
+        help="halving: the first rung's epochs (default: %(default)s)")
+    add("--halving-rate", type=int, default=DEFAULT_HALVING_RATE,
+        help="halving: keep the best 1/RATE at each rung, at least 2 (default: %(default)s)")
+    add("--cache-dir", type=Path, help="where this machine keeps the decoded images, so that a rerun, and every trial "
+        "process, reads them instead of decoding again (default: $XDG_CACHE_HOME/hparam-sweep/decoded, or "
+        "~/.cache/hparam-sweep/decoded)")
+    add("--no-cache", action="store_true", help="decode the images in memory in every run (and, with --ray, in every "
+        "trial process); nothing is written to the cache")
+    # Trials in parallel: hparam_sweep/parallel.py, which needs pip install -e ".[ray]".
+    add("--ray", action="store_true",
+        help="run trials in parallel on a Ray instance started on this machine (pip install -e \".[ray]\")")
+    add("--ray-address", metavar="ADDRESS", help="run them on the Ray cluster at ADDRESS (host:port, or auto: the one "
+        "`ray start` made on this machine); implies --ray")
+    add("--trials-per-gpu", type=positive_int, default=1, help="--ray: trials side by side on one GPU")
+    add("--cpus-per-trial", type=float, default=1, help="--ray: CPUs each trial reserves")
+    add("--max-retries", type=int, default=2, help="--ray: times a trial whose worker process or machine died is "
+        "retried from its backup before it is recorded as failed")
     args = parser.parse_args(argv)
     args.ray = args.ray or args.ray_address is not None
     if args.no_cache and args.cache_dir:
@@ -125,65 +127,42 @@ def parse_args(argv):
     return args
 
 
-def add_device_flags(parser):
-    """--xla, --mixed-precision, --augment-in-model and their --no- forms."""
-    for name, text in DEVICE_FLAGS.items():
-        parser.add_argument(f"--{name.replace('_', '-')}", action=argparse.BooleanOptionalAction,
-                            help=f"{text} (default: on with a GPU, off on CPU)")
-
-
-def add_ray_flags(parser):
-    """--ray and how trials share the machines (hparam_sweep/parallel.py; needs pip install -e ".[ray]")."""
-    parser.add_argument("--ray", action="store_true", help="run trials in parallel on a Ray instance started on this "
-                        "machine (pip install -e \".[ray]\")")
-    parser.add_argument("--ray-address", metavar="ADDRESS", help="run them on the Ray cluster at ADDRESS (host:port, "
-                        "or auto: the one `ray start` made on this machine); implies --ray")
-    parser.add_argument("--trials-per-gpu", type=positive_int, default=1, help="--ray: trials side by side on one GPU")
-    parser.add_argument("--cpus-per-trial", type=float, default=1, help="--ray: CPUs each trial reserves")
-    parser.add_argument("--max-retries", type=int, default=2,
-                        help="--ray: times a trial whose worker process or machine died is retried from its backup "
-                             "before it is recorded as failed")
-
-
-def resolve_device_flags(args, gpus):
-    """Device flags the user left unset are on with a GPU and off on CPU."""
-    for name in DEVICE_FLAGS:
-        if getattr(args, name) is None:
-            setattr(args, name, bool(gpus))
-
-
 def make_settings(args, train_images):
     """The trial settings the command line asks for (device flags resolved)."""
     from hparam_sweep import pipeline, trial
 
-    same = {name: getattr(args, name) for name in ("image_size", "batch_size", "epochs", "seed", "deterministic",
-                                                   "mixed_precision", "augment_in_model")}
+    same = ("image_size", "batch_size", "epochs", "seed", "deterministic", "mixed_precision", "augment_in_model")
     # Op determinism switches XLA off anyway; say so in the settings rather than pretend.
     return trial.Settings(data=str(args.data.resolve()), data_fingerprint=pipeline.data_fingerprint(args.data),
                           steps_per_epoch=args.steps_per_epoch or math.ceil(train_images / args.batch_size),
-                          xla=args.xla and not args.deterministic, **same)
+                          xla=args.xla and not args.deterministic, **{name: getattr(args, name) for name in same})
 
 
-def make_search(args):
-    from hparam_sweep import search
+def make_executor(args, cluster):
+    """(settings, executor), with the start-up line: trials one at a time in this process, on the
+    images it decodes, or side by side as Ray tasks (hparam_sweep/parallel.py) whose processes take
+    the images from their own machine's decode cache."""
+    from hparam_sweep import imagecache, loop, pipeline
 
-    if args.search == "halving":
-        return search.Halving(args.epochs, args.min_epochs, args.halving_rate)
-    return search.Grid(args.epochs)
+    cache = imagecache.location(args.cache_dir, not args.no_cache)
+    if not args.ray:
+        device.resolve_flags(args, gpus := device.gpu_names())
+        data = pipeline.load_data(args.data, args.image_size, cache)
+        settings = make_settings(args, len(data[0]))
+        print(f"Training on {device.named(gpus)}: {device.describe(settings)}.")
+        return settings, loop.InProcess(settings, data, args.logdir, console.keras_verbosity(args.quiet),
+                                        args.backup_minutes)
+    from hparam_sweep import parallel
 
-
-def print_table(ranked_records):
-    from hparam_sweep import metrics as M
-
-    print("\nrank  accuracy  best_acc  val_loss   time  epochs  status   trial")
-    for rank, r in enumerate(ranked_records, 1):
-        m = r.get("metrics") or {}
-        if r["status"] == "success":
-            print(f"{rank:>4}  {m[M.ACCURACY]:8.4f}  {m[M.BEST_ACCURACY]:8.4f}  {m[M.VAL_LOSS]:8.4f}  "
-                  f"{console.minutes(m[M.WALL_TIME]):>5}  {m.get(M.EPOCHS, '?'):>6}  success  {r['name']}")
-        else:
-            print(f"{rank:>4}  {'-':>8}  {'-':>8}  {'-':>8}  {'-':>5}  {'-':>6}  {r['status']:<7}  {r['name']}: "
-                  f"{r.get('error')}")
+    parallel.driver_off_gpus(cluster)
+    device.resolve_flags(args, cluster.get("GPU", 0))
+    settings = make_settings(args, pipeline.image_count(args.data / "train"))  # the driver decodes nothing
+    print(f"Ray: {parallel.describe(cluster)}: {device.describe(settings)}. " + (
+        f"Each machine decodes the images once, into its own decode cache ({cache} here)." if cache
+        else "--no-cache: each trial process decodes the images itself."), flush=True)
+    resources = parallel.trial_resources(cluster, args.cpus_per_trial, args.trials_per_gpu, args.max_retries)
+    return settings, parallel.RayExecutor(settings, args.logdir, (args.cache_dir, not args.no_cache),
+                                          0 if args.quiet else 2, args.backup_minutes, resources)
 
 
 def main(argv=None):
@@ -218,7 +197,7 @@ def _main(args):
         # instead of after TensorFlow's several-second import.
         import data_split
         import hparams
-        from hparam_sweep import experiment, grid, loop, pipeline, trial
+        from hparam_sweep import experiment, grid, loop, pipeline, search, trial
 
         domains = grid.override(hparams.HPARAMS, args.grid)
         with experiment.locked(args.logdir):
@@ -230,76 +209,11 @@ def _main(args):
             # Keyed by run folder name, which is an older run's own name where one exists.
             trials = {trial.run_folder(args.logdir, values).name: values for values in grid.expand_grid(domains)}
             settings, executor = make_executor(args, cluster)
-            searcher = make_search(args)
+            searcher = (search.Halving(args.epochs, args.min_epochs, args.halving_rate) if args.search == "halving"
+                        else search.Grid(args.epochs))
             experiment.prepare(args.logdir, settings, domains, searcher.describe())
             records = loop.run_search(searcher, trials, settings, domains, args.logdir, executor)
     return finish(args, records)
-
-
-def make_executor(args, cluster):
-    """(settings, executor), with the start-up line: trials one at a time in this process, on the
-    images it decodes, or side by side as Ray tasks (hparam_sweep/parallel.py) whose processes take
-    the images from their own machine's decode cache."""
-    from hparam_sweep import imagecache, loop, pipeline, trial
-
-    cache = imagecache.location(args.cache_dir, not args.no_cache)
-    if not args.ray:
-        resolve_device_flags(args, gpus := trial.gpu_names())
-        data = pipeline.load_data(args.data, args.image_size, cache)
-        settings = make_settings(args, len(data[0]))
-        print(f"Training on {', '.join(gpus) or 'the CPU (' + no_gpu_reason() + ')'}: {describe_device(settings)}, "
-              f"augmentation {'in the model' if settings.augment_in_model else 'in the input pipeline'}.")
-        return settings, loop.InProcess(settings, data, args.logdir, console.keras_verbosity(args.quiet),
-                                        args.backup_minutes)
-    from hparam_sweep import parallel
-
-    if parallel.driver_off_gpus(cluster):  # Ray counts GPUs without asking TensorFlow
-        print(f"Ray sees GPUs but TensorFlow does not, so the trials would train on the CPU: {CUDA_FIX}.")
-    resolve_device_flags(args, cluster.get("GPU", 0))
-    # The driver decodes nothing: it only counts the training images.
-    settings = make_settings(args, pipeline.image_count(args.data / "train"))
-    print(f"Ray: {cluster.get('CPU', 0):g} CPUs, {cluster.get('GPU', 0):g} GPUs on {parallel.alive_nodes()} node(s): "
-          f"{describe_device(settings)}. " + (f"Each machine decodes the images once, into its own decode cache "
-          f"({cache} here)." if cache else "--no-cache: each trial process decodes the images itself."), flush=True)
-    resources = parallel.trial_resources(cluster, args.cpus_per_trial, args.trials_per_gpu, args.max_retries)
-    # What each worker resolves on its own machine (the default cache folder is per machine).
-    cache_request = (str(args.cache_dir) if args.cache_dir else None, not args.no_cache)
-    return settings, parallel.RayExecutor(settings, args.logdir, cache_request, 0 if args.quiet else 2,
-                                          args.backup_minutes, resources)
-
-
-def describe_device(settings):
-    return f"XLA {'on' if settings.xla else 'off'}, mixed precision {'on' if settings.mixed_precision else 'off'}"
-
-
-def no_gpu_reason():
-    """Why the CPU: no GPU, or an NVIDIA GPU that TensorFlow cannot use, and the fix."""
-    from hparam_sweep.common import nvidia_gpu_present
-
-    if nvidia_gpu_present():
-        return f"this machine has an NVIDIA GPU but TensorFlow sees none: {CUDA_FIX}"
-    return "TensorFlow sees no GPU"
-
-
-def finish(args, records):
-    """The ranked table, the chosen model's test score and the summary; the exit code."""
-    from hparam_sweep import evaluate, experiment, search
-
-    ranked = search.ranked(records)
-    print_table(ranked)
-    chosen, kept = experiment.chosen_trial(args.logdir, ranked, args.epochs)
-    if chosen and kept and kept != chosen:  # a changed --grid whose rank 1 has no model.keras
-        print(f"\nNote: {experiment.BEST_MODEL_FILE} is {kept}'s model, not rank 1's ({chosen}): that trial was trained "
-              f"before each trial kept its model. To have it, move {args.logdir / chosen} aside and rerun: it trains again.")
-    elif chosen and (score := evaluate.score_once(args.logdir, args.data, args.image_size, chosen)):
-        print("\n" + evaluate.describe(score))
-    failed = [r for r in records if r["status"] != "success"]
-    print(f"\n{len(records) - len(failed)} of {len(records)} trials succeeded; "
-          f"results in {args.logdir / experiment.RESULTS_FILE}")
-    if failed:
-        print(f"{len(failed)} failed: " + "; ".join(f"{r['name']} ({r['error']})" for r in failed))
-    print(f"See them all:  tensorboard --logdir {args.logdir}")
-    return EXIT_TRIAL_FAILED if failed else 0
 
 
 def ray_started(args):
@@ -313,6 +227,32 @@ def ray_started(args):
             raise
         raise UsageError('--ray needs Ray: pip install -e ".[ray]"') from None
     return parallel.connected(args.ray_address, warm_up=args.cpus_per_trial)
+
+
+def finish(args, records):
+    """The ranked table, the chosen model's test score and the summary; the exit code."""
+    from hparam_sweep import evaluate, experiment, search
+    from hparam_sweep import metrics as M
+
+    ranked = search.ranked(records)
+    print("\nrank  accuracy  best_acc  val_loss   time  epochs  status   trial")
+    for rank, r in enumerate(ranked, 1):
+        m = r.get("metrics") or {}
+        if r["status"] == "success":
+            print(f"{rank:>4}  {m[M.ACCURACY]:8.4f}  {m[M.BEST_ACCURACY]:8.4f}  {m[M.VAL_LOSS]:8.4f}  "
+                  f"{console.minutes(m[M.WALL_TIME]):>5}  {m.get(M.EPOCHS, '?'):>6}  success  {r['name']}")
+        else:
+            print(f"{rank:>4}  {'-':>8}  {'-':>8}  {'-':>8}  {'-':>5}  {'-':>6}  {r['status']:<7}  {r['name']}: "
+                  f"{r.get('error')}")
+    if line := evaluate.chosen_model_line(args.logdir, args.data, args.image_size, ranked, args.epochs):
+        print("\n" + line)
+    failed = [r for r in records if r["status"] != "success"]
+    print(f"\n{len(records) - len(failed)} of {len(records)} trials succeeded; "
+          f"results in {args.logdir / experiment.RESULTS_FILE}")
+    if failed:
+        print(f"{len(failed)} failed: " + "; ".join(f"{r['name']} ({r['error']})" for r in failed))
+    print(f"See them all:  tensorboard --logdir {args.logdir}")
+    return EXIT_TRIAL_FAILED if failed else 0
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ import tensorflow as tf
 
 import hparams as H
 import train
-from hparam_sweep import common, grid, metrics, pipeline, trial
+from hparam_sweep import common, device, grid, metrics, pipeline, trial
 from hparam_sweep.model import build_model
 
 # The tutorial's trial: the model every comparison below trains.
@@ -384,7 +384,7 @@ def parse_args(argv):
                        ("grid_steps", "steps per epoch of the timed grid"),
                        ("compare_steps", "training steps of each --compare-precision run")):
         parser.add_argument(f"--{name.replace('_', '-')}", type=positive, help=f"{text} {per_device(name)}")
-    train.add_device_flags(parser)
+    device.add_flags(parser)
     parser.add_argument("--compare-precision", action="store_true",
                         help="also train briefly in float32 without XLA and with XLA + mixed precision, "
                              "and report both validation accuracies (meant for a GPU)")
@@ -398,7 +398,7 @@ def parse_args(argv):
     for name, value in (GPU_DEFAULTS if gpu else CPU_DEFAULTS).items():
         if getattr(args, name) is None:
             setattr(args, name, value)
-    train.resolve_device_flags(args, gpu)
+    device.resolve_flags(args, gpu)
     try:
         grid.override(H.HPARAMS, args.grid)
     except grid.GridError as e:

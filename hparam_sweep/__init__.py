@@ -8,6 +8,7 @@ train.py as arguments):
     parallel.py    the Ray executor
     search.py      Grid and Halving: which trials run next, to how many epochs; the ranking
     experiment.py  the logdir: settings check, lock, results.csv, halving.json, best_model.keras
+    evaluate.py    the chosen model's one test score
     trial.py       one trial in its run folder: train, back up, resume, record; its name
     model.py       build_model: the CNN (change the model here)
     pipeline.py    the images: checked, decoded once, served as batches
@@ -17,6 +18,7 @@ train.py as arguments):
     metrics.py     metric names and the dashboard's hp.Metric list
     demo.py        the synthetic images of --demo
     console.py     TensorFlow's noise kept off stderr; progress lines
+    device.py      the GPUs TensorFlow sees, the device flags and their defaults
     hooks.py       test hooks: kill or pause a trial at a named point
     common.py      small shared names, UsageError, JSON files
 """

@@ -2,7 +2,6 @@
 
 import json
 import os
-import shutil
 from pathlib import Path
 
 LABELS = ("cat", "dog")  # as in Kaggle's cat.N.jpg / dog.N.jpg names
@@ -40,10 +39,4 @@ def write_json(path: Path, obj) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
     os.replace(tmp, path)
-
-
-def nvidia_gpu_present(dev=Path("/dev")):
-    """Whether this machine has an NVIDIA GPU, whatever TensorFlow sees: its driver's nvidia-smi is
-    on PATH or its device files exist (no TensorFlow needed)."""
-    return shutil.which("nvidia-smi") is not None or any(dev.glob("nvidia[0-9]*"))
 

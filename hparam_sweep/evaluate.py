@@ -79,3 +79,17 @@ def describe(score):
     return (f"Test accuracy of the chosen model ({score['trial']}): {score['test_accuracy']:.4f} "
             f"(95% interval {low:.3f}-{high:.3f}, {score['correct']} of {score['count']} test images). "
             f"Quote this one: the validation accuracy above chose the model, so it flatters it.")
+
+
+def chosen_model_line(logdir, data_dir, image_size, ranked, epochs):
+    """What is said under the final table about the chosen model (results.csv's rank 1): its test
+    score (score_once), or why best_model.keras is another trial's; None when there is nothing to say."""
+    from hparam_sweep import experiment
+
+    chosen, kept = experiment.chosen_trial(logdir, ranked, epochs)
+    if chosen and kept and kept != chosen:  # a changed --grid whose rank 1 has no model.keras
+        return (f"Note: {experiment.BEST_MODEL_FILE} is {kept}'s model, not rank 1's ({chosen}): that trial was "
+                f"trained before each trial kept its model. To have it, move {Path(logdir) / chosen} aside and "
+                f"rerun: it trains again.")
+    score = chosen and score_once(logdir, data_dir, image_size, chosen)
+    return describe(score) if score else None

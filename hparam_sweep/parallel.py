@@ -24,7 +24,7 @@ from pathlib import Path
 
 import ray
 
-from hparam_sweep import hooks
+from hparam_sweep import device, hooks
 from hparam_sweep.common import RunStopped, UsageError, write_json
 
 # The trial modules (TensorFlow, seconds to import) are imported in the functions that use them:
@@ -198,18 +198,20 @@ class RayExecutor:
 
 
 def driver_off_gpus(cluster):
-    """Keep the driver's TensorFlow off the GPUs the trials share (it trains nothing); whether Ray
-    counts GPUs that TensorFlow cannot use (its CUDA libraries missing, here as in the trials)."""
+    """Keep the driver's TensorFlow off the GPUs the trials share (it trains nothing), and say so
+    when Ray counts GPUs that TensorFlow cannot use (its CUDA libraries missing, here as in the trials)."""
     import tensorflow as tf
 
-    missing = bool(cluster.get("GPU", 0)) and not tf.config.list_physical_devices("GPU")
+    if cluster.get("GPU", 0) and not tf.config.list_physical_devices("GPU"):
+        print(f"Ray sees GPUs but TensorFlow does not, so the trials would train on the CPU: {device.CUDA_FIX}.")
     with suppress(RuntimeError):  # this process's TensorFlow has started already (tests)
         tf.config.set_visible_devices([], "GPU")
-    return missing
 
 
-def alive_nodes():
-    return sum(n["Alive"] for n in ray.nodes())
+def describe(cluster):
+    """The cluster in a few words, for the start-up line."""
+    nodes = sum(n["Alive"] for n in ray.nodes())
+    return f"{cluster.get('CPU', 0):g} CPUs, {cluster.get('GPU', 0):g} GPUs on {nodes} node(s)"
 
 
 def trial_resources(cluster, cpus_per_trial, trials_per_gpu, max_retries):

@@ -39,7 +39,7 @@ from tensorboard.plugins.hparams import api as hp
 from tensorboard.plugins.hparams import api_pb2
 from tensorboard.plugins.hparams import summary as hp_summary
 
-from hparam_sweep import hooks, metrics, pipeline
+from hparam_sweep import device, hooks, metrics, pipeline
 from hparam_sweep.common import BACKUP_MINUTES, RunStopped, read_json, write_json
 from hparam_sweep.model import build_model, inference_model
 
@@ -448,12 +448,6 @@ def write_session(run_dir, values, name, status=None, summary=None):
     writer.close()
 
 
-def gpu_names():
-    """The names of the GPUs TensorFlow sees (empty on a CPU-only machine)."""
-    gpus = tf.config.list_physical_devices("GPU")
-    return [tf.config.experimental.get_device_details(g).get("device_name", g.name) for g in gpus]
-
-
 def environment():
     """Versions and device: what is needed to reproduce a trial's numbers."""
     return {
@@ -461,7 +455,7 @@ def environment():
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
         "numpy": np.__version__,
-        "device": ", ".join(gpu_names()) or f"CPU ({platform.machine()}, {os.cpu_count()} cores)",
+        "device": ", ".join(device.gpu_names()) or f"CPU ({platform.machine()}, {os.cpu_count()} cores)",
         "platform": platform.platform(),
     }
 

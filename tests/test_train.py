@@ -15,7 +15,7 @@ import pytest
 import tensorflow as tf
 from conftest import metric, snapshot
 
-from hparam_sweep import experiment, grid, metrics as M, pipeline, trial
+from hparam_sweep import device, experiment, grid, metrics as M, pipeline, trial
 import hparams
 import data_split
 import train
@@ -159,10 +159,10 @@ def test_demo_changes_the_defaults_not_what_the_user_set():
 def test_device_flags_default_on_with_a_gpu_and_off_on_cpu_but_what_the_user_set_stays():
     for gpus, expected in [(["NVIDIA H100 80GB HBM3"], True), ([], False)]:
         args = train.parse_args(["--no-xla"])
-        train.resolve_device_flags(args, gpus)
+        device.resolve_flags(args, gpus)
         assert (args.xla, args.mixed_precision, args.augment_in_model) == (False, expected, expected)
     args = train.parse_args(["--mixed-precision"])
-    train.resolve_device_flags(args, [])
+    device.resolve_flags(args, [])
     assert (args.xla, args.mixed_precision, args.augment_in_model) == (False, True, False)
 
 
@@ -417,14 +417,12 @@ def test_native_windows_is_refused_in_one_line(monkeypatch, capsys):
 def test_an_nvidia_gpu_that_tensorflow_cannot_use_is_named_with_the_fix(dataset, tmp_path, monkeypatch, capsys):
     """A machine with an NVIDIA GPU (its nvidia-smi, faked on PATH) where TensorFlow sees none: the
     start-up line says so and how to install TensorFlow's CUDA libraries."""
-    from hparam_sweep import common, trial
-
     bin_dir, dev = tmp_path / "bin", tmp_path / "dev"
     bin_dir.mkdir()
     dev.mkdir()
     (bin_dir / "nvidia-smi").write_text("#!/bin/sh\necho 'NVIDIA-SMI 580.65'\n")
     (bin_dir / "nvidia-smi").chmod(0o755)
-    monkeypatch.setattr(trial, "gpu_names", lambda: [])  # TensorFlow sees none, whatever this machine has
+    monkeypatch.setattr(device, "gpu_names", lambda: [])  # TensorFlow sees none, whatever this machine has
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
     argv = ["--data", str(dataset), "--logdir", str(tmp_path / "logs"), *FAST, "--epochs", "1", "--steps-per-epoch", "1",
             "--grid", "num_units=8", "--grid", "dropout=0.1", "--grid", "optimizer=adam", "--grid", "learning_rate=0.01"]
@@ -433,9 +431,9 @@ def test_an_nvidia_gpu_that_tensorflow_cannot_use_is_named_with_the_fix(dataset,
             'CUDA libraries with pip install -e ".[gpu]")') in capsys.readouterr().out
 
     # What is looked for: nvidia-smi on PATH, or the driver's device files.
-    assert common.nvidia_gpu_present(dev)
+    assert device.nvidia_gpu_present(dev)
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
-    assert not common.nvidia_gpu_present(dev)
+    assert not device.nvidia_gpu_present(dev)
     (dev / "nvidia0").touch()
-    assert common.nvidia_gpu_present(dev)
+    assert device.nvidia_gpu_present(dev)
 
