@@ -161,6 +161,7 @@ def make_executor(args, cluster):
         f"Each machine decodes the images once, into its own decode cache ({cache} here)." if cache
         else "--no-cache: each trial process decodes the images itself."), flush=True)
     resources = parallel.trial_resources(cluster, args.cpus_per_trial, args.trials_per_gpu, args.max_retries)
+    # The cache flags, not `cache`: each worker resolves them on its own machine (the default folder is per machine).
     return settings, parallel.RayExecutor(settings, args.logdir, (args.cache_dir, not args.no_cache),
                                           0 if args.quiet else 2, args.backup_minutes, resources)
 
