@@ -19,8 +19,9 @@ Labels come from names: `cat.12.jpg` / `dog.7.jpg` or a `Cat/` / `Dog/` folder (
 Zip archives, nested ones included, are read in place; nothing is written outside DEST and
 SOURCE is never modified. Every image is fully decoded first; broken ones are listed in
 rejected.csv. Plain RGB JPEGs are copied byte for byte (or hard-linked with --link); any other
-good image (grayscale, CMYK, PNG data, EXIF-rotated, WebP, TIFF) is stored upright as an RGB PNG
-so the trainer always reads 3-channel, upright pixels in a format it reads. Byte-identical
+good image (grayscale, CMYK, 16-bit, transparent, PNG data, EXIF-rotated, WebP, TIFF) is stored as
+hparam_sweep/images.py makes it upright RGB, in a lossless PNG: training and predict.py decode
+with that same module, so a raw photo given to predict.py gives the pixels training saw. Byte-identical
 duplicates stay in one split. Archive members that share a name are all kept, the second one as
 `NAME#2` in manifest.csv. A failed write into DEST (disk full, permissions) stops the run.
 
@@ -41,7 +42,6 @@ import os
 import re
 import shutil
 import stat
-import struct
 import sys
 import tempfile
 import threading
@@ -55,9 +55,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Callable
 
-from PIL import Image, ImageOps
-
-from hparam_sweep import console
+from hparam_sweep import console, images
 from hparam_sweep.common import (
     CLASS_DIRS,
     IMAGE_SUFFIXES,
@@ -72,35 +70,25 @@ from hparam_sweep.common import (
 REJECTED = "rejected.csv"
 SPLIT_JSON = "split.json"
 STAGING = ".split-tmp"  # built here first, moved into place at the end
-# Bump when the output layout changes, so older splits are rebuilt. Not bumped for test/: a split
-# with --test-fraction 0 is laid out as before, and split.json's test_fraction tells the others
-# apart (a split.json without one is a two-way split, see needs_build).
-FORMAT_VERSION = 1
+# Bump when the output layout or the stored pixels change, so older splits are rebuilt. Not bumped
+# for test/: a split with --test-fraction 0 is laid out as before, and split.json's test_fraction
+# tells the others apart (a split.json without one is a two-way split, see needs_build).
+# 2: 16-bit images scaled (they were clipped to white), transparent pixels on white (images.py).
+FORMAT_VERSION = 2
 
 DEFAULT_VAL_FRACTION = 0.2  # Keras' tutorial default; 5,000 validation images on the full set
 # 2,500 test images on the full set: at ~90% accuracy its standard error is ~0.6 points, while train
 # keeps 70% of the images.
 DEFAULT_TEST_FRACTION = 0.1
 DEFAULT_SEED = 42
-MAX_PIXELS = 40_000_000  # well above any real photo (the Kaggle set tops out near 0.5 MP), far below a bomb
-MAX_FILE_BYTES = 64 * 2**20  # larger "images" are refused unread: no photo in these sets is near that
 MAX_ZIP_DEPTH = 3  # dogs-vs-cats.zip!train.zip is depth 2; deeper nesting is not a dataset
 SPOOL_BYTES = 1 << 30  # nested zips up to this size are read in memory, larger ones spill into DEST
-# Read from SOURCE: what training reads, plus WebP and TIFF, which are stored as PNG.
-SOURCE_SUFFIXES = (*IMAGE_SUFFIXES, ".webp", ".tif", ".tiff")
 COPY_SUFFIXES = (".jpg", ".jpeg")  # output names of unconverted files, which are always JPEG data
-# Formats Pillow may decode; anything else (EPS would start Ghostscript) counts as "not an image".
-DECODE_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP", "TIFF")  # JPEG also opens MPO
-# What Pillow raises on bad image data (UnidentifiedImageError is an OSError; struct.error comes from
-# EXIF fields whose type does not fit their tag). Anything else, a MemoryError or a TypeError inside
-# Pillow, is not the file's fault: it stops the run instead of being counted as a corrupt image.
-BAD_DATA = (OSError, SyntaxError, ValueError, struct.error)
 # Reading an archive member: bad CRC (BadZipFile), encrypted or unsupported compression (RuntimeError),
 # corrupt compressed data (zlib.error), truncated archive (EOFError), I/O errors (OSError).
 BAD_MEMBER = (OSError, zipfile.BadZipFile, RuntimeError, EOFError, zlib.error)
 FOLDER_LABELS = {name: label for label, folder in zip(LABELS, CLASS_DIRS) for name in (label, folder)}
 NAME_LABEL = re.compile(rf"^({'|'.join(LABELS)})s?[._\- ]", re.IGNORECASE)  # cat.12.jpg, Dog_3.png
-EXIF_ORIENTATION = 0x0112
 
 
 class SplitError(UsageError):
@@ -172,10 +160,6 @@ class Scan:
     same_name: int = 0  # archive members named like an earlier member of the same archive
 
 
-class BadImage(Exception):
-    """An image file that must not reach the trainer; the message is the reject reason."""
-
-
 class DestWriteError(SplitError):
     """Writing into DEST failed (disk full, no permission): the run stops, DEST stays incomplete."""
 
@@ -216,13 +200,13 @@ def skipped_name(parts: list[str]) -> bool:
 
 def add_file(scan: Scan, parts: list[str], source: str, size: int, read: Callable[[], bytes], path: Path | None = None):
     """Record one listed file: an image entry, an unlabelled image, or ignored non-image junk."""
-    if Path(parts[-1]).suffix.lower() not in SOURCE_SUFFIXES:
+    if Path(parts[-1]).suffix.lower() not in IMAGE_SUFFIXES:
         scan.ignored += 1  # Thumbs.db, sampleSubmission.csv, README...
         return
     label = label_of(parts)
     if label is None:
         scan.unlabelled += 1  # e.g. the competition's test1/ set
-    elif size > MAX_FILE_BYTES:  # never read it: it could exhaust memory
+    elif size > images.MAX_FILE_BYTES:  # never read it: it could exhaust memory
         scan.rejects.append((source, f"file too large: {size} bytes"))
     else:
         scan.entries.append(Entry(source, parts[-1], label, read, path))
@@ -350,32 +334,6 @@ def scan_source(source: Path, stack: contextlib.ExitStack, staging: Path) -> Sca
 # ---------------------------------------------------------------- checking one image
 
 
-def decode(data: bytes, max_pixels: int) -> Image.Image:
-    """Fully decode image bytes; raise BadImage with the reject reason if they are unusable."""
-    if not data:
-        raise BadImage("empty file")
-    try:
-        image = Image.open(io.BytesIO(data), formats=DECODE_FORMATS)  # reads the header only: size is known before any pixels
-        if image.width * image.height <= max_pixels:
-            image.load()
-            image.getexif()  # corrupt EXIF would otherwise fail later, in exif_transpose
-    except Image.DecompressionBombError as error:
-        raise BadImage(f"too many pixels: {error}") from None
-    except Image.UnidentifiedImageError:
-        raise BadImage("not an image") from None
-    except BAD_DATA as error:
-        raise BadImage(f"corrupt image: {type(error).__name__}: {error}") from None
-    if image.width * image.height > max_pixels:
-        raise BadImage(f"too many pixels: {image.width}x{image.height} (limit {max_pixels})")
-    return image
-
-
-def needs_conversion(image: Image.Image) -> bool:
-    """True unless the file is JPEG data in RGB with no rotation to apply: those are copied as is."""
-    orientation = image.getexif().get(EXIF_ORIENTATION, 1)
-    return image.format not in ("JPEG", "MPO") or image.mode != "RGB" or orientation != 1
-
-
 def check_entry(entry: Entry, staged: Path, link: bool, max_pixels: int) -> Checked:
     """Read, hash and decode one entry; stage the file to keep (copy, link or upright RGB PNG).
 
@@ -386,12 +344,10 @@ def check_entry(entry: Entry, staged: Path, link: bool, max_pixels: int) -> Chec
         return Checked(entry, reject=f"unreadable: {error}")
     digest = hashlib.sha256(data).hexdigest()
     try:
-        image = decode(data, max_pixels)
-        upright = ImageOps.exif_transpose(image).convert("RGB") if needs_conversion(image) else None
-    except BadImage as error:
+        image = images.open_image(data, max_pixels)
+        upright = images.upright_rgb(image) if images.needs_conversion(image) else None
+    except images.BadImage as error:
         return Checked(entry, digest, reject=str(error))
-    except BAD_DATA as error:  # EXIF that decodes but cannot be applied
-        return Checked(entry, digest, reject=f"corrupt image: {type(error).__name__}: {error}")
     try:
         if upright is not None:
             upright.save(staged, "PNG")
@@ -413,7 +369,7 @@ def check_all(entries: list[Entry], folder: Path, link: bool, workers: int) -> l
     jobs = [(entry, folder / f"{i:07d}") for i, entry in enumerate(entries)]
     checked = []
     with ThreadPoolExecutor(max_workers=workers) as pool, console.Progress("checking", len(jobs)) as line:
-        for result in pool.map(lambda job: check_entry(*job, link, MAX_PIXELS), jobs):
+        for result in pool.map(lambda job: check_entry(*job, link, images.MAX_PIXELS), jobs):
             checked.append(result)
             line.update(len(checked))
     return checked
@@ -788,10 +744,20 @@ def main(argv: list[str] | None = None) -> int:
         config = Config(source=args.source.expanduser().resolve(), dest=args.dest.expanduser().resolve(),
                         val_fraction=args.val_fraction, test_fraction=args.test_fraction, seed=args.seed,
                         link=args.link, force=args.force, workers=args.workers)
-        return run_split(config)
+        return run_split(config, log=say)
     except UsageError as error:
         print(f"{parser.prog}: error: {error}", file=sys.stderr)
         return 2
+
+
+def say(line: str):
+    """print, except that a reader who stops reading (`data_split.py ... | head`) stops only the
+    printing: the split goes on to the end, and its exit code says how that went."""
+    try:
+        print(line, flush=True)
+    except BrokenPipeError:
+        # Python's own recipe: what is still buffered, and every later line, goes to /dev/null.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 if __name__ == "__main__":

@@ -6,14 +6,20 @@
     python predict.py --export serving/model                # best_model.keras as a TensorFlow SavedModel
 
 The model is the logdir's best_model.keras (results.csv's rank 1) unless --model names another.
-Each image is decoded and resized exactly as training decoded it (TensorFlow's bilinear resize
-without antialiasing, not PIL's), so the model sees the pixels it was trained on. A file that is
-not an image, or a broken one, is listed with the reason and skipped. Exit status: 0 when at least
-one image was classified, 1 when none could be, 2 for a usage error.
+Each image is decoded exactly as training decoded it (hparam_sweep/images.py: EXIF orientation
+applied, CMYK, 16-bit and transparent images made RGB as data_split.py makes them, TensorFlow's
+bilinear resize), so the model sees the pixels it was trained on. Files that are not images, broken
+or unreadable ones, and anything that is not a regular file are listed with the reason and skipped.
+
+Exit status: 0 when at least one image was classified; 1 when none could be; 2 for a bad argument
+(said before any work); 3 when --csv or --export could not be written (a full disk, say).
 """
 
 import argparse
+import contextlib
 import csv
+import os
+import stat
 import sys
 from pathlib import Path
 
@@ -22,6 +28,11 @@ from hparam_sweep.common import IMAGE_SUFFIXES, LABELS, UsageError
 
 DEFAULT_LOGDIR = Path("logs/hparam_tuning")
 BATCH_SIZE = 64  # images decoded and classified at a time
+EXIT_NONE_CLASSIFIED, EXIT_USAGE, EXIT_NOT_WRITTEN = 1, 2, 3
+
+
+class NotWritten(Exception):
+    """An output (--csv, --export) that could not be written: exit 3."""
 
 
 def parse_args(argv):
@@ -30,6 +41,8 @@ def parse_args(argv):
     parser.add_argument("--logdir", type=Path, default=DEFAULT_LOGDIR,
                         help="the sweep whose best_model.keras to use (default: %(default)s)")
     parser.add_argument("--model", type=Path, help="a .keras model file instead (default: LOGDIR/best_model.keras)")
+    parser.add_argument("--image-size", type=int, metavar="N", help="the side images are resized to, for a model "
+                        "that takes any size (default: the model's own input size)")
     parser.add_argument("--csv", type=Path, metavar="FILE", help="write path,label,p_cat,p_dog rows to FILE "
                         "instead of a line per image")
     parser.add_argument("--export", type=Path, metavar="DIR", help="also export the model to DIR as a TensorFlow "
@@ -38,36 +51,75 @@ def parse_args(argv):
     args = parser.parse_args(argv)
     if not args.paths and not args.export:
         parser.error("give the images to classify (files or folders), or --export DIR")
+    if args.image_size is not None and args.image_size < 1:
+        parser.error("--image-size must be a whole number of at least 1")
     return args
 
 
+def shown(path):
+    """A path as it can be printed: a file name that is not valid UTF-8 with its odd bytes as \\xNN."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def not_regular(path):
+    """Why path cannot be classified although it exists (or is a dangling link), or "" for a regular file."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return "broken symbolic link" if path.is_symlink() else "no such file or folder"
+    except OSError as e:
+        return f"cannot be read ({e.strerror})"
+    if stat.S_ISREG(mode):
+        return ""
+    kind = {stat.S_ISFIFO: "a named pipe", stat.S_ISSOCK: "a socket", stat.S_ISCHR: "a device",
+            stat.S_ISBLK: "a device"}
+    return f"not a regular file ({next((name for test, name in kind.items() if test(mode)), 'special file')})"
+
+
 def image_files(paths):
-    """(files to classify, [(path, reason) skipped]): files as given; folders walked recursively,
-    hidden files left out, files without an image suffix skipped with the reason."""
+    """(files to classify, [(path, reason) skipped]): files as given; folders walked recursively
+    (symbolic links to folders not followed), hidden files left out, files without an image suffix
+    and anything that is not a regular file skipped with the reason."""
     files, skipped = [], []
     for path in paths:
-        if path.is_dir():
-            for found in sorted(p for p in path.rglob("*") if p.is_file()):
-                if any(part.startswith(".") for part in found.relative_to(path).parts):
-                    continue
-                if found.suffix.lower() in IMAGE_SUFFIXES:
-                    files.append(found)
-                else:
-                    skipped.append((found, f"not an image file ({found.suffix or 'no suffix'})"))
-        elif path.is_file():
-            files.append(path)
-        else:
-            skipped.append((path, "no such file or folder"))
+        if not path.is_dir():
+            reason = not_regular(path)
+            (skipped.append((path, reason)) if reason else files.append(path))
+            continue
+        walked = []
+        for root, folders, names in os.walk(path, onerror=lambda e: skipped.append(
+                (Path(e.filename), f"cannot be listed ({e.strerror})"))):
+            folders[:] = sorted(f for f in folders if not f.startswith("."))
+            walked += [Path(root, name) for name in names if not name.startswith(".")]
+        for found in sorted(walked):
+            if found.suffix.lower() not in IMAGE_SUFFIXES:
+                skipped.append((found, f"not an image file ({found.suffix or 'no suffix'})"))
+            elif reason := not_regular(found):
+                skipped.append((found, reason))
+            else:
+                files.append(found)
     return files, skipped
 
 
-def classify(model, files, image_size, skipped):
+def input_size(model, image_size):
+    """(height, width) the model takes its images at: its own, or --image-size for a model that takes any."""
+    shape = model.input_shape if isinstance(model.input_shape, tuple) else None
+    if not shape or len(shape) != 4 or shape[-1] != 3:
+        raise UsageError(f"the model takes inputs of shape {model.input_shape}, not RGB images (batch, height, "
+                         "width, 3): give a model trained by train.py")
+    if image_size:
+        return image_size, image_size
+    if None in shape[1:3]:
+        raise UsageError("the model takes images of any size: give --image-size N, the size it was trained at")
+    return shape[1], shape[2]
+
+
+def classify(model, files, size, skipped):
     """[(path, [P(cat), P(dog)])] of the files that decode, BATCH_SIZE at a time; the others are
     appended to `skipped` with the reason."""
     import numpy as np
-    import tensorflow as tf
 
-    from hparam_sweep import pipeline
+    from hparam_sweep import images
 
     results = []
     with console.Progress("classifying", len(files), stream=sys.stderr) as progress:
@@ -75,10 +127,11 @@ def classify(model, files, image_size, skipped):
             decoded = []
             for path in files[start:start + BATCH_SIZE]:
                 try:
-                    decoded.append((path, pipeline.decode_file(path, image_size)))
-                except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError, OSError) as e:
-                    reason = getattr(e, "message", str(e)).splitlines()[0]
-                    skipped.append((path, f"cannot be decoded ({reason})"))
+                    decoded.append((path, images.load(path, size)))
+                except images.BadImage as e:
+                    skipped.append((path, str(e)))
+                except OSError as e:
+                    skipped.append((path, f"cannot be read ({e.strerror or e})"))
             if decoded:
                 probabilities = model.predict(np.stack([image for _, image in decoded]), verbose=0)
                 results += [(path, p.tolist()) for (path, _), p in zip(decoded, probabilities)]
@@ -93,37 +146,80 @@ def main(argv=None):
             return run(args)
     except UsageError as e:
         print(f"predict.py: error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
+    except NotWritten as e:
+        print(f"predict.py: {e}", file=sys.stderr)
+        return EXIT_NOT_WRITTEN
+
+
+def check_output(path, what, folder=False):
+    """Refuse, before any work, an output path that cannot be written."""
+    if not path.parent.is_dir():
+        raise UsageError(f"{what} {path}: the folder {path.parent} does not exist")
+    if path.is_dir() and not (folder and not any(path.iterdir())):
+        raise UsageError(f"{what} {path} is " + ("a folder that is not empty" if folder else "a folder") +
+                         ": name a new " + ("folder" if folder else "file"))
+    if path.exists() and not path.is_dir() and folder:
+        raise UsageError(f"{what} {path} is a file: name a new folder")
+    if not os.access(path.parent, os.W_OK):
+        raise UsageError(f"{what} {path}: the folder {path.parent} is not writable")
+
+
+def load_model(path):
+    """The Keras model in path; a file that is not one is a usage error."""
+    import keras
+
+    if not path.is_file():
+        raise UsageError(f"no model at {path}: run train.py first, or name one with --model FILE")
+    try:
+        return keras.models.load_model(path)
+    except Exception as e:  # noqa: BLE001 - Keras raises many kinds (ValueError, OSError, zip errors) for a bad file
+        raise UsageError(f"{path} is not a Keras model file ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
 
 
 def run(args):
-    import keras
-
+    for path, what, folder in ((args.csv, "--csv", False), (args.export, "--export", True)):
+        if path:
+            check_output(path, what, folder)
     model_path = args.model or args.logdir / "best_model.keras"
-    if not model_path.is_file():
-        raise UsageError(f"no model at {model_path}: run train.py first, or name one with --model FILE")
-    model = keras.models.load_model(model_path)
+    model = load_model(model_path)
+    size = input_size(model, args.image_size) if args.paths else None
     if args.export:
-        model.export(str(args.export), format="tf_saved_model", verbose=False)
+        try:
+            model.export(str(args.export), format="tf_saved_model", verbose=False)
+        except Exception as e:  # noqa: BLE001 - TensorFlow's write errors are not OSError
+            raise NotWritten(f"cannot export to {args.export}: {str(e).splitlines()[0]}") from None
         print(f"Exported {model_path} to {args.export} (TensorFlow SavedModel, signature `serve`).", file=sys.stderr)
     if not args.paths:
         return 0
     files, skipped = image_files(args.paths)
-    results = classify(model, files, model.input_shape[1], skipped)
+    results = classify(model, files, size, skipped)
     if args.csv:
-        with args.csv.open("w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(["path", "label", *(f"p_{label}" for label in LABELS)])
-            for path, p in results:
-                writer.writerow([path, LABELS[p.index(max(p))], *p])
+        write_csv(args.csv, results)
     else:
         for path, p in results:
-            print(f"{LABELS[p.index(max(p))]} {max(p):.2f}  {path}")
+            print(f"{LABELS[p.index(max(p))]} {max(p):.2f}  {shown(path)}")
     for path, reason in skipped:
-        print(f"skipped {path}: {reason}", file=sys.stderr)
+        print(f"skipped {shown(path)}: {reason}", file=sys.stderr)
     print(f"{len(results)} image(s) classified, {len(skipped)} skipped"
           + (f"; rows in {args.csv}" if args.csv else ""), file=sys.stderr)
-    return 0 if results else 1
+    return 0 if results else EXIT_NONE_CLASSIFIED
+
+
+def write_csv(path, results):
+    """The rows, written whole or not at all (a temporary file renamed into place)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with tmp.open("w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["path", "label", *(f"p_{label}" for label in LABELS)])
+            for file, p in results:
+                writer.writerow([shown(file), LABELS[p.index(max(p))], *p])
+        os.replace(tmp, path)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise NotWritten(f"cannot write {path} ({e.strerror or e})") from None
 
 
 if __name__ == "__main__":

@@ -44,6 +44,7 @@ DEMO_GRID = ["num_units=256", "dropout=0.1", "optimizer=adam,sgd,rmsprop", "lear
 EXIT_TRIAL_FAILED = 1
 EXIT_USAGE = 2
 EXIT_STOPPED = 3  # a fault outside the trials (disk full): rerun once it is fixed
+EXIT_NO_TEST_SCORE = 4  # the trials succeeded; data/test was re-split or holds their images: no score
 EXIT_INTERRUPTED = 130
 
 def positive_int(text):
@@ -168,8 +169,8 @@ def make_executor(args, cluster):
 
 def main(argv=None):
     """Run the grid; exit code 0 when every trial succeeded, 1 when one failed, 2 for a usage
-    error, 3 when a fault outside the trials (a full disk) stopped it, 130 when interrupted (rerun
-    the same command to resume)."""
+    error, 3 when a fault outside the trials (a full disk) stopped it, 4 when they all succeeded but
+    data/test is not their test split (no test score), 130 when interrupted (rerun to resume)."""
     args = parse_args(argv)
     if sys.platform == "win32":  # the locks are POSIX flock (fcntl), which native Windows lacks
         print("train.py: error: native Windows is not supported: run it under WSL2 (Linux), or on Linux or macOS",
@@ -214,7 +215,7 @@ def _main(args):
                         else search.Grid(args.epochs))
             experiment.prepare(args.logdir, settings, domains, searcher.describe())
             records = loop.run_search(searcher, trials, settings, domains, args.logdir, executor)
-    return finish(args, records)
+            return finish(args, records)  # under the lock: the test score is written into the logdir
 
 
 def ray_started(args):
@@ -231,7 +232,7 @@ def ray_started(args):
 
 
 def finish(args, records):
-    """The ranked table, the chosen model's test score and the summary; the exit code."""
+    """The ranked table, the chosen model's test score (or why there is none) and the summary; the exit code."""
     from hparam_sweep import evaluate, experiment, search
     from hparam_sweep import metrics as M
 
@@ -245,15 +246,20 @@ def finish(args, records):
         else:
             print(f"{rank:>4}  {'-':>8}  {'-':>8}  {'-':>8}  {'-':>5}  {'-':>6}  {r['status']:<7}  {r['name']}: "
                   f"{r.get('error')}")
-    if line := evaluate.chosen_model_line(args.logdir, args.data, args.image_size, ranked, args.epochs):
-        print("\n" + line)
+    refused = False
+    try:
+        if line := evaluate.chosen_model_line(args.logdir, args.data, args.image_size, ranked, args.epochs):
+            print("\n" + line)
+    except UsageError as e:  # a data/test that is not the trials' test split: one line, no score
+        refused = True
+        print(f"\ntrain.py: no test score: {e}.", file=sys.stderr)
     failed = [r for r in records if r["status"] != "success"]
     print(f"\n{len(records) - len(failed)} of {len(records)} trials succeeded; "
           f"results in {args.logdir / experiment.RESULTS_FILE}")
     if failed:
         print(f"{len(failed)} failed: " + "; ".join(f"{r['name']} ({r['error']})" for r in failed))
     print(f"See them all:  tensorboard --logdir {args.logdir}")
-    return EXIT_TRIAL_FAILED if failed else 0
+    return EXIT_TRIAL_FAILED if failed else EXIT_NO_TEST_SCORE if refused else 0
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ train.py as arguments):
     trial.py       one trial in its run folder: train, back up, resume, record; its name
     model.py       build_model: the CNN (change the model here)
     pipeline.py    the images: checked, decoded once, served as batches
+    images.py      the one decode: a file to upright RGB pixels and the model's input (predict.py's too)
     augment.py     the tutorial's augmentation as one affine warp per image
     imagecache.py  the decode cache
     grid.py        hparam domains -> trials; --grid overrides

@@ -1,14 +1,17 @@
 """Names and small file helpers shared by the data side (data_split.py, demo.py) and the trainer."""
 
+import contextlib
+import errno
 import json
 import os
+import re
 from pathlib import Path
 
 LABELS = ("cat", "dog")  # as in Kaggle's cat.N.jpg / dog.N.jpg names
 CLASS_DIRS = tuple(f"{label}s" for label in LABELS)  # folder names under each split; Keras labels them 0, 1 in this order
-# The suffixes keras.utils.image_dataset_from_directory reads (its ALLOWLIST_FORMATS, checked by a test):
-# data_split.py stores every image under one of them, so training sees every image it kept.
-IMAGE_SUFFIXES = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
+# The image files data_split.py reads, training decodes and predict.py classifies (any case);
+# images.DECODE_FORMATS are what their contents may be.
+IMAGE_SUFFIXES = (".bmp", ".gif", ".jpeg", ".jpg", ".png", ".webp", ".tif", ".tiff")
 SPLITS = ("train", "validation")
 TEST_SPLIT = "test"  # data_split.py --test-fraction's held-out folder beside SPLITS; no trial reads it
 BACKUP_MINUTES = 5.0  # a trial backs up this often (and at each epoch end): a kill loses at most this much training
@@ -26,6 +29,65 @@ class RunStopped(Exception):
     without failing a trial: train.py says it in one line; a rerun continues where it stopped."""
 
 
+def why(error):
+    """The cause of a failed write in a few words: the OS's own ("No space left on device"), also
+    out of a TensorFlow error, whose message's first line ends "PATH; CAUSE [Op:NAME]"."""
+    if isinstance(error, OSError):
+        return error.strerror or str(error)
+    line = (str(getattr(error, "message", error)).splitlines() or [""])[0]
+    return re.sub(r"\s*\[Op:\w+\].*$", "", line).rpartition("; ")[2].strip() or type(error).__name__
+
+
+@contextlib.contextmanager
+def writing(said, *errors):
+    """A write into the logdir, `said` the message's start ("cannot write PATH"). Its failure (no
+    space, a write refused, a read-only file system) is not a trial's fault: it raises RunStopped,
+    so that the run stops in one line and no trial is failed for it. errors: what else than
+    OSError the block raises when a write fails (TensorFlow's tf.errors.OpError at its own files)."""
+    try:
+        yield
+    except (OSError, *errors) as e:
+        raise RunStopped(f"{said} ({why(e)})") from None
+
+
+def made(folder):
+    """Create folder and its parents where missing (RunStopped where that fails, see `writing`)."""
+    with writing(f"cannot write {folder}"):
+        folder.mkdir(parents=True, exist_ok=True)
+
+
+def sync(path):
+    """fsync a file or a folder (after a rename in it); file systems that cannot sync a folder are let be."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError as e:
+        if e.errno != errno.EINVAL:
+            raise
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def replaced(path, said=None):
+    """Write path atomically and durably: the block writes the temporary path it is given (beside
+    path, with its suffix: Keras wants .keras), which is then fsynced and renamed over path, and the
+    folder fsynced, so that neither a kill nor a power cut leaves half a file under path's name. A
+    failed write removes the temporary file and raises RunStopped (`writing`, said: its message's
+    start, "cannot write PATH" by default)."""
+    tmp = path.with_name(f"{path.stem}.tmp{path.suffix}")
+    with writing(said or f"cannot write {path}"):
+        try:
+            yield tmp
+            sync(tmp)
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):  # a read-only file system may refuse even this
+                tmp.unlink(missing_ok=True)
+            raise
+        sync(path.parent)
+
+
 def read_json(path: Path) -> dict | None:
     """The JSON object in path, or None if it is missing or unreadable."""
     try:
@@ -35,8 +97,7 @@ def read_json(path: Path) -> dict | None:
 
 
 def write_json(path: Path, obj) -> None:
-    """Write JSON atomically, so a kill never leaves half a file behind."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    """Write JSON atomically and durably (`replaced`): a failed write raises RunStopped."""
+    with replaced(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
 

@@ -4,16 +4,19 @@ the test split, which no trial and no decision ever sees.
 The grid picks the best of many trials by validation accuracy, so the winner's validation figure is
 biased upward by the selection itself; its accuracy on images it was never chosen on is not. The
 score goes to LOGDIR/test_score.json with a 95% Wilson interval, and is not recomputed while the
-chosen model and the data stay the same.
+chosen model and the test files (names and contents) stay the same. A test split that is not the
+one the trials trained beside (the data re-split since, or a test image that is also a training or
+validation image) is refused: no score.
 """
 
+import csv
 import hashlib
 import math
 from pathlib import Path
 
 import numpy as np
 
-from hparam_sweep.common import TEST_SPLIT, read_json, write_json
+from hparam_sweep.common import MANIFEST, SPLITS, TEST_SPLIT, UsageError, read_json, write_json
 
 SCORE_FILE = "test_score.json"
 Z_95 = 1.959963984540054  # the standard normal's 97.5% quantile
@@ -44,22 +47,71 @@ def accuracy_on(model, images, labels, batch_size=64):
     return int(np.sum(predicted == labels)), len(labels)
 
 
-def score_once(logdir, data_dir, image_size, trial_name):
-    """The test score of logdir's best_model.keras (trial `trial_name`) on data_dir/test: read from
-    SCORE_FILE when it was made for this model and these data, else computed and written there.
-    None when there is no test split or no best model."""
+def images_under(split_dir):
+    """The image files under split_dir/{cats,dogs} that training and the score read, in decode order."""
+    from hparam_sweep import pipeline
+
+    return pipeline.split_files(split_dir)[0]
+
+
+def hashed_test_images(data_dir):
+    """{path under data_dir: SHA-256} of the test split's images."""
+    return {p.relative_to(data_dir).as_posix(): file_sha256(p) for p in images_under(data_dir / TEST_SPLIT)}
+
+
+def check_test_split(data_dir, test, trained_on):
+    """Refuse (UsageError, saying what to do) test images (`test`: hashed_test_images) that are not
+    the test split of the data the chosen model trained on: the data changed since (its
+    pipeline.data_fingerprint is no longer `trained_on`, the one the trial recorded: with
+    data_split.py's manifest, its hash), test/ is not the manifest's test rows, or a test image is
+    byte for byte a train/ or validation/ one."""
+    from hparam_sweep import pipeline
+
+    test_dir, manifest = data_dir / TEST_SPLIT, data_dir / MANIFEST
+    if pipeline.data_fingerprint(data_dir) != trained_on:
+        changed = MANIFEST if manifest.exists() else "train/ and validation/"
+        raise UsageError(f"{data_dir} is not the data the chosen model was trained on: its {changed} changed since "
+                         f"(re-split?), so {test_dir} may hold images it trained on. Restore that split and rerun, "
+                         f"or train on this one with --restart")
+    if manifest.exists():
+        with manifest.open(newline="") as f:
+            listed = {row["path"] for row in csv.DictReader(f) if row["split"] == TEST_SPLIT}
+        if differ := sorted(listed ^ set(test)):
+            raise UsageError(f"{test_dir} is not the test split of {manifest} (in one and not the other: "
+                             f"{len(differ)} files, e.g. {differ[0]}): restore it as data_split.py wrote it, or "
+                             f"re-split and train again with --restart")
+    # The files' own bytes, not the manifest's SHA-256 column (the hash of each source file, not of
+    # the PNG that data_split.py stores for a converted one); only a file of a test image's size can
+    # be its copy, so most of train/ is never read.
+    sizes = {(data_dir / name).stat().st_size for name in test}
+    seen = {file_sha256(p): p for split in SPLITS for p in images_under(data_dir / split) if p.stat().st_size in sizes}
+    if copies := [(data_dir / name, seen[sha]) for name, sha in test.items() if sha in seen]:
+        raise UsageError(f"{copies[0][0]} is the same image as {copies[0][1]} ({len(copies)} of the {len(test)} "
+                         f"test images are in train/ or validation/ too, which trained and chose the model): remove "
+                         f"them from {test_dir}, or re-split with data_split.py and train again with --restart")
+
+
+def score_once(logdir, data_dir, image_size, trial_name, trained_on):
+    """The test score of logdir's best_model.keras (trial `trial_name`, trained on data whose
+    fingerprint is `trained_on`) on data_dir/test: read from SCORE_FILE when it was made for this
+    model and these test files, else computed and written there. None when there is no test split
+    or no best model; UsageError, and no score, for a test split that is not the trial's (check_test_split)."""
     import keras
 
     from hparam_sweep import pipeline
     from hparam_sweep.experiment import BEST_MODEL_FILE
 
+    data_dir = Path(data_dir)
     model_path = Path(logdir) / BEST_MODEL_FILE
-    test_dir = Path(data_dir) / TEST_SPLIT
+    test_dir = data_dir / TEST_SPLIT
     if not test_dir.is_dir() or not model_path.is_file():
         return None
-    key = {"trial": trial_name, "model_sha256": file_sha256(model_path),
-           "data_fingerprint": pipeline.data_fingerprint(Path(data_dir)),
-           "image_size": image_size}
+    pipeline.check_data(data_dir)  # again: test/ may have changed since the run started
+    test = hashed_test_images(data_dir)
+    check_test_split(data_dir, test, trained_on)
+    listing = "".join(f"{name}\t{sha}\n" for name, sha in test.items())
+    key = {"trial": trial_name, "model_sha256": file_sha256(model_path), "data_fingerprint": trained_on,
+           "test_fingerprint": hashlib.sha256(listing.encode()).hexdigest(), "image_size": image_size}
     earlier = read_json(Path(logdir) / SCORE_FILE)
     if earlier and all(earlier.get(k) == v for k, v in key.items()):
         return earlier
@@ -83,7 +135,8 @@ def describe(score):
 
 def chosen_model_line(logdir, data_dir, image_size, ranked, epochs):
     """What is said under the final table about the chosen model (results.csv's rank 1): its test
-    score (score_once), or why best_model.keras is another trial's; None when there is nothing to say."""
+    score (score_once), or why best_model.keras is another trial's; None when there is nothing to say.
+    UsageError when the test split is refused (check_test_split)."""
     from hparam_sweep import experiment
 
     chosen, kept = experiment.chosen_trial(logdir, ranked, epochs)
@@ -91,5 +144,5 @@ def chosen_model_line(logdir, data_dir, image_size, ranked, epochs):
         return (f"Note: {experiment.BEST_MODEL_FILE} is {kept}'s model, not rank 1's ({chosen}): that trial was "
                 f"trained before each trial kept its model. To have it, move {Path(logdir) / chosen} aside and "
                 f"rerun: it trains again.")
-    score = chosen and score_once(logdir, data_dir, image_size, chosen)
+    score = chosen and score_once(logdir, data_dir, image_size, chosen, ranked[0]["settings"]["data_fingerprint"])
     return describe(score) if score else None

@@ -24,7 +24,7 @@ import tensorflow as tf
 from tensorboard.plugins.hparams import summary_v2 as hp
 
 from hparam_sweep import metrics, search, trial
-from hparam_sweep.common import FINISHED, RunStopped, UsageError, read_json, write_json
+from hparam_sweep.common import FINISHED, UsageError, made, read_json, replaced, write_json, writing
 from hparam_sweep.grid import grid_values
 
 EXPERIMENT_FILE = "experiment.json"
@@ -77,7 +77,7 @@ def recorded_search(logdir, recorded, search):
 def prepare(logdir, settings, hparams, search):
     """Create or check the experiment: earlier trials' settings and the search must match, its
     hparams_config is current. search is the search's own description (search.Grid.describe())."""
-    logdir.mkdir(parents=True, exist_ok=True)
+    made(logdir)
     current = {"settings": asdict(settings), "domains": hparam_domains(hparams), "search": search}
     recorded = read_json(logdir / EXPERIMENT_FILE)
     earlier_search = recorded_search(logdir, recorded, search)
@@ -96,10 +96,11 @@ def prepare(logdir, settings, hparams, search):
     if recorded != current:
         # The dashboard reads the experiment's domains and metrics from the logdir itself (the
         # parent of the run directories); a later config there supersedes an earlier one.
-        writer = tf.summary.create_file_writer(str(logdir))
-        with writer.as_default():
-            hp.hparams_config(hparams=hparams, metrics=metrics.METRICS)
-        writer.close()
+        with writing(f"cannot write the hparams_config in {logdir}", tf.errors.OpError):
+            writer = tf.summary.create_file_writer(str(logdir))
+            with writer.as_default():
+                hp.hparams_config(hparams=hparams, metrics=metrics.METRICS)
+            writer.close()
         write_json(logdir / EXPERIMENT_FILE, current)
 
 
@@ -108,20 +109,24 @@ def locked(logdir):
     """Hold an exclusive lock on the logdir while the block runs.
 
     flock locks die with their process, so a crashed or killed run never leaves a stale lock.
-    The lock file sits beside the logdir so that --restart can move the logdir under it.
+    The lock file sits beside the logdir so that --restart can move the logdir under it, and is
+    named after the logdir's real path, so that a symlink to it takes the same lock.
     """
-    logdir.parent.mkdir(parents=True, exist_ok=True)
-    with (logdir.parent / f".{logdir.name}.lock").open("a+") as lock_file:
+    real = logdir.resolve()
+    with writing(f"cannot lock {logdir}"):
+        real.parent.mkdir(parents=True, exist_ok=True)
+        lock_file = (real.parent / f".{real.name}.lock").open("a+")
+    with lock_file:
         try:
             fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             lock_file.seek(0)
             owner = lock_file.read().strip() or "another process"
             raise UsageError(f"{logdir} is in use by {owner}; wait for it to finish or use another --logdir") from None
-        lock_file.seek(0)
-        lock_file.truncate()
-        lock_file.write(f"train.py (pid {os.getpid()})")
-        lock_file.flush()
+        # Unbuffered: the note is only for whoever is refused, and a full disk stops the run at its first record.
+        with contextlib.suppress(OSError):
+            os.ftruncate(lock_file.fileno(), 0)
+            os.write(lock_file.fileno(), f"train.py (pid {os.getpid()})".encode())
         yield
 
 
@@ -135,7 +140,8 @@ def move_aside(logdir):
     while target.exists():  # a second --restart within the same second
         n += 1
         target = logdir.with_name(f"{logdir.name}-before-{stamp}-{n}")
-    logdir.rename(target)
+    with writing(f"cannot move {logdir} aside"):
+        logdir.rename(target)
     return target
 
 
@@ -158,8 +164,7 @@ def write_results(logdir, ranked_records, hparams):
     """results.csv: one row per trial of this grid, in rank order, every hparam, the status and metrics."""
     path = logdir / RESULTS_FILE
     columns = ["rank", "run"] + [h.name for h in hparams] + ["status"] + metrics.SUMMARY + ["error"]
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", newline="") as f:
+    with replaced(path) as tmp, tmp.open("w", newline="") as f:
         writer = csv.DictWriter(f, columns)
         writer.writeheader()
         for rank, r in enumerate(ranked_records, 1):
@@ -167,7 +172,6 @@ def write_results(logdir, ranked_records, hparams):
                 {"rank": rank, "run": r["name"], **r["hparams"], "status": r["status"], **r.get("metrics", {}),
                  "error": r.get("error") or ""}
             )
-    os.replace(tmp, path)
 
 
 def recorded_decisions(logdir):
@@ -204,13 +208,10 @@ def keep_best(logdir, ranked, epochs):
     if (logdir / BEST_MODEL_FILE).is_file() and (copied.get("name"), copied.get("finished")) == (
             first["name"], first.get("finished")):
         return
-    tmp = logdir / "best_model.tmp.keras"
-    try:
+    # A failure is not a trial's fault (RunStopped): every trial keeps its record and model, for the rerun.
+    with replaced(logdir / BEST_MODEL_FILE, f"cannot keep the best model in {logdir / BEST_MODEL_FILE}") as tmp:
         shutil.copyfile(source, tmp)
-        os.replace(tmp, logdir / BEST_MODEL_FILE)
-        write_json(logdir / BEST_FILE, first)
-    except OSError as e:  # not a trial's fault: every trial keeps its record and model, for the rerun
-        raise RunStopped(f"cannot keep the best model in {logdir / BEST_MODEL_FILE} ({e.strerror or e})") from None
+    write_json(logdir / BEST_FILE, first)
 
 
 def chosen_trial(logdir, ranked, epochs):

@@ -2,23 +2,26 @@
 
 The tutorial's ImageDataGenerator decoded and warped every JPEG again in every epoch of every
 trial (36 trials x 5 epochs = 180 decodes per image). Here `load_data` decodes both splits once per
-machine with `keras.utils.image_dataset_from_directory` into uint8 arrays (150x150x3 = 67.5 KB an
-image: 25,000 images take about 1.7 GB) kept in the decode cache (imagecache.py), and
+machine, with images.py (the decode predict.py and the test score use too), into uint8 arrays
+(150x150x3 = 67.5 KB an image: 25,000 images take about 1.7 GB) kept in the decode cache
+(imagecache.py), and
 `train_dataset` / `validation_dataset` serve batches from them, training batches augmented
 (augment.py) unless the model augments on the accelerator.
 """
 
 import hashlib
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import keras
 import numpy as np
+import PIL
 import tensorflow as tf
 
-from hparam_sweep import console, imagecache
+from hparam_sweep import console, imagecache, images
 from hparam_sweep.augment import augment
-from hparam_sweep.common import CLASS_DIRS, IMAGE_SUFFIXES, MANIFEST, SPLITS, UsageError
+from hparam_sweep.common import CLASS_DIRS, IMAGE_SUFFIXES, MANIFEST, SPLITS, TEST_SPLIT, UsageError
 
 
 class ImageSet:
@@ -39,11 +42,13 @@ class ImageSet:
 
 
 def check_data(data_dir):
-    """Refuse, with what to do, a data folder the trainer cannot read."""
+    """Refuse, with what to do, a data folder the trainer cannot read, or whose test split the final
+    score could not read: train/, validation/ and test/ (if there is one: without it, no test
+    score) must each hold exactly cats/ and dogs/, with images in both."""
     hint = f"run `python data_split.py --source PATH --dest {data_dir}` first, or `python train.py --demo`"
     if not (data_dir / "train").is_dir():
         raise UsageError(f"no training data in {data_dir}/train: {hint}")
-    for split in SPLITS:
+    for split in (*SPLITS, TEST_SPLIT) if (data_dir / TEST_SPLIT).exists() else SPLITS:
         split_dir = data_dir / split
         found = sorted(p.name for p in split_dir.iterdir() if p.is_dir()) if split_dir.is_dir() else []
         if found != sorted(CLASS_DIRS):
@@ -68,81 +73,61 @@ def data_fingerprint(data_dir):
     return digest.hexdigest()
 
 
-def image_files(directory, image_size, batch_size=256):
-    """Keras' dataset of the images under `directory`/{cats,dogs}, not decoded yet: its
-    `file_paths` list them in the order they decode (the count a driver needs, the cache key's files)."""
-    return keras.utils.image_dataset_from_directory(
-        directory,
-        labels="inferred",
-        label_mode="int",
-        class_names=list(CLASS_DIRS),
-        image_size=(image_size, image_size),
-        interpolation="bilinear",
-        batch_size=batch_size,
-        shuffle=False,
-        verbose=False,
-    )
+def split_files(directory):
+    """(paths, labels) of the images under `directory`/{cats,dogs}, in the order they decode:
+    class by class, then as keras.utils.image_dataset_from_directory lists them (folders and file
+    names sorted), hidden files (macOS' ._cat.1.jpg) left out. Nothing is decoded."""
+    paths, labels = [], []
+    for label, cls in enumerate(CLASS_DIRS):
+        for root, _, names in sorted(os.walk(directory / cls), key=lambda walked: walked[0]):
+            found = [Path(root, n) for n in sorted(names) if not n.startswith(".") and n.lower().endswith(IMAGE_SUFFIXES)]
+            paths += found
+            labels += [label] * len(found)
+    return paths, np.asarray(labels, np.int32)
 
 
-def decoded_batches(directory, dataset, progress=None):
-    """Decode and resize the images of `dataset` (image_files(directory, ...)) batch by batch:
-    yields (start, uint8 images, int32 labels), so that the whole set is never held twice; a
-    progress line (console.Progress, whose arguments `progress` may change) if it takes long."""
-    # The full download takes a minute or more on a CPU: say how far it is.
-    with console.Progress(f"decoding {directory.name}/", len(dataset.file_paths), **(progress or {})) as line:
-        start = 0
+def decoded_batches(directory, paths, image_size, batch_size=256, progress=None):
+    """Decode and resize the images at `paths` (split_files(directory)) batch by batch, in threads
+    (Pillow and TensorFlow release the GIL): yields (start, uint8 images), so that the whole set is
+    never held twice; a progress line (console.Progress, whose arguments `progress` may change) if
+    it takes long."""
+    def one(path):
         try:
-            for x, y in dataset:
-                yield start, to_uint8(x), y.numpy().astype(np.int32)
-                start += len(y)
-                line.update(start)
-        except tf.errors.InvalidArgumentError as e:
-            raise UsageError(
-                f"an image under {directory} cannot be decoded ({e.message.splitlines()[0]}): "
-                f"rebuild the folder with data_split.py, which checks every image"
-            ) from None
+            return images.load(path, image_size)
+        except (images.BadImage, OSError) as e:
+            raise UsageError(f"{path} cannot be decoded ({e.strerror if isinstance(e, OSError) else e}): "
+                             f"rebuild {directory.parent} with data_split.py, which checks every image") from None
+
+    # The full download takes a minute or more on a CPU: say how far it is.
+    with console.Progress(f"decoding {directory.name}/", len(paths), **(progress or {})) as line, \
+            ThreadPoolExecutor(os.cpu_count()) as pool:
+        for start in range(0, len(paths), batch_size):
+            batch = list(pool.map(one, paths[start:start + batch_size]))
+            yield start, np.stack(batch) if batch else np.empty((0, image_size, image_size, 3), np.uint8)
+            line.update(start + len(batch))
 
 
-def decode_in_memory(directory, dataset, image_size, progress=None):
-    """(images, labels) NumPy arrays of `dataset`'s images, filled batch by batch."""
-    n = len(dataset.file_paths)
-    images, labels = np.empty((n, image_size, image_size, 3), np.uint8), np.empty(n, np.int32)
-    for start, x, y in decoded_batches(directory, dataset, progress):
-        images[start:start + len(y)], labels[start:start + len(y)] = x, y
-    return images, labels
+def decode_in_memory(directory, paths, image_size, batch_size=256, progress=None):
+    """The uint8 images at `paths` as one NumPy array, filled batch by batch."""
+    decoded = np.empty((len(paths), image_size, image_size, 3), np.uint8)
+    for start, x in decoded_batches(directory, paths, image_size, batch_size, progress):
+        decoded[start:start + len(x)] = x
+    return decoded
 
 
-def decode_to_cache(data_dir, datasets, image_size, folder):
+def decode_to_cache(data_dir, listed, image_size, folder):
     """Write each split's images and labels into `folder` as .npy files, batch by batch (imagecache.Writer)."""
-    for split, dataset in datasets.items():
-        n = len(dataset.file_paths)
-        labels = np.empty(n, np.int32)
-        with imagecache.Writer(folder / f"{split}-images.npy", (n, image_size, image_size, 3), np.uint8) as images:
-            for start, x, y in decoded_batches(data_dir / split, dataset):
-                images.write(x)
-                labels[start:start + len(y)] = y
-        with imagecache.Writer(folder / f"{split}-labels.npy", (n,), np.int32) as out:
+    for split, (paths, labels) in listed.items():
+        with imagecache.Writer(folder / f"{split}-images.npy", (len(paths), image_size, image_size, 3), np.uint8) as out:
+            for _, x in decoded_batches(data_dir / split, paths, image_size):
+                out.write(x)
+        with imagecache.Writer(folder / f"{split}-labels.npy", (len(paths),), np.int32) as out:
             out.write(labels)
 
 
-def decode_file(path, image_size):
-    """One image file decoded and resized exactly as training decodes it (Keras'
-    image_dataset_from_directory: TensorFlow's decode_image, bilinear resize without antialiasing,
-    then rounded to uint8 as decoded_batches does): (image_size, image_size, 3) uint8. PIL's resize
-    (keras.utils.load_img) antialiases: other pixels than the model was trained on. Raises
-    tf.errors.InvalidArgumentError for a file that is not an image TensorFlow can decode."""
-    image = tf.io.decode_image(tf.io.read_file(str(path)), channels=3, expand_animations=False)
-    return to_uint8(tf.image.resize(image, (image_size, image_size), method="bilinear"))
-
-
-def to_uint8(resized):
-    """Keras' resized float pixels as the uint8 the model takes (NumPy)."""
-    return tf.cast(tf.round(resized), tf.uint8).numpy()
-
-
 def image_count(directory):
-    """How many images Keras finds under `directory`/{cats,dogs} (nothing is decoded)."""
-    return len(image_files(directory, 1).file_paths)
+    """How many images training finds under `directory`/{cats,dogs} (nothing is decoded)."""
+    return len(split_files(directory)[0])
 
 
 def load_data(data_dir, image_size, cache_dir=None):
@@ -150,29 +135,30 @@ def load_data(data_dir, image_size, cache_dir=None):
     the decode cache in `cache_dir` (imagecache.py: decoded there first if missing), or decoded
     in memory (cache_dir None, or a cache that cannot be written). Prints one line saying which."""
     start = time.monotonic()
-    datasets = {split: image_files(data_dir / split, image_size) for split in SPLITS}
-    counts = {split: len(ds.file_paths) for split, ds in datasets.items()}
-    arrays, where = load_arrays(data_dir, image_size, cache_dir, datasets, counts)
+    listed = {split: split_files(data_dir / split) for split in SPLITS}
+    counts = {split: len(paths) for split, (paths, _) in listed.items()}
+    arrays, where = load_arrays(data_dir, image_size, cache_dir, listed, counts)
     sets = tuple(ImageSet(*arrays[split]) for split in SPLITS)  # copied out of the map: see ImageSet
     print(f"Images: {counts['train']} training and {counts['validation']} validation at {image_size}x{image_size}, "
           f"{where} ({time.monotonic() - start:.1f} s).", flush=True)
     return sets
 
 
-def load_arrays(data_dir, image_size, cache_dir, datasets, counts):
+def load_arrays(data_dir, image_size, cache_dir, listed, counts):
     """({split: (images, labels)}, where they came from in words) for load_data."""
     def in_memory():
-        return {split: decode_in_memory(data_dir / split, ds, image_size) for split, ds in datasets.items()}
+        return {split: (decode_in_memory(data_dir / split, paths, image_size), labels)
+                for split, (paths, labels) in listed.items()}
 
     if cache_dir is None:
         return in_memory(), "decoded in memory (no cache)"
     fingerprint = data_fingerprint(data_dir)
-    decoder = {"tensorflow": tf.__version__, "keras": keras.__version__, "interpolation": "bilinear"}
-    name = imagecache.key(fingerprint, image_size, data_dir, {s: ds.file_paths for s, ds in datasets.items()}, decoder)
+    decoder = {"tensorflow": tf.__version__, "pillow": PIL.__version__, "decode": images.VERSION, "interpolation": "bilinear"}
+    name = imagecache.key(fingerprint, image_size, data_dir, {s: paths for s, (paths, _) in listed.items()}, decoder)
     about = {"data": str(data_dir.resolve()), "data_fingerprint": fingerprint, "decoder": decoder}
     try:
         arrays, decoded = imagecache.load(Path(cache_dir), name, counts, image_size,
-                                          lambda folder: decode_to_cache(data_dir, datasets, image_size, folder), about)
+                                          lambda folder: decode_to_cache(data_dir, listed, image_size, folder), about)
     except OSError as e:  # read-only, disk full, not a folder: train anyway, from memory
         return in_memory(), f"decoded in memory: the decode cache in {cache_dir} cannot be written ({e.strerror or e})"
     folder = Path(cache_dir) / name
@@ -185,7 +171,8 @@ def load_arrays(data_dir, image_size, cache_dir, datasets, counts):
 
 def load_split(directory, image_size, batch_size=256, progress=None):
     """Decode and resize every image under `directory`/{cats,dogs} once, into an ImageSet (in memory, no cache)."""
-    return ImageSet(*decode_in_memory(directory, image_files(directory, image_size, batch_size), image_size, progress))
+    paths, labels = split_files(directory)
+    return ImageSet(decode_in_memory(directory, paths, image_size, batch_size, progress), labels)
 
 
 def _batches(data, order, batch_size):

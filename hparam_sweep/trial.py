@@ -14,6 +14,7 @@ after a crash, or with a higher epoch count once the trial has reached a lower o
 --deterministic the result is bit-identical to an uninterrupted run's.
 """
 
+import contextlib
 import csv
 import datetime
 import gc
@@ -40,7 +41,7 @@ from tensorboard.plugins.hparams import api_pb2
 from tensorboard.plugins.hparams import summary as hp_summary
 
 from hparam_sweep import device, hooks, metrics, pipeline
-from hparam_sweep.common import BACKUP_MINUTES, RunStopped, read_json, write_json
+from hparam_sweep.common import BACKUP_MINUTES, RunStopped, made, read_json, replaced, write_json, writing
 from hparam_sweep.model import build_model, inference_model
 
 TRIAL_FILE = "trial.json"
@@ -141,12 +142,10 @@ def write_history(path, rows):
     Not Keras' CSVLogger: it appends, so an epoch replayed after a kill would get a second row;
     the file is rewritten here from the backup's own rows instead.
     """
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", newline="") as f:
+    with replaced(path) as tmp, tmp.open("w", newline="") as f:
         writer = csv.DictWriter(f, ["epoch"] + sorted({k for row in rows for k in row} - {"epoch"}))
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(tmp, path)
 
 
 def read_curves(run_dir):
@@ -216,11 +215,31 @@ class Backup(keras.callbacks.Callback):
 
     def save(self):
         start = time.monotonic()
-        self.manager.save(checkpoint_number=int(self.step))
+        folder = self.run_dir / BACKUP_DIR
+        try:
+            with writing(f"cannot write the backup in {folder}", tf.errors.OpError):
+                self.manager.save(checkpoint_number=int(self.step))
+        except RunStopped:
+            self.drop_unfinished()
+            raise
         self.saved_at = time.monotonic()
         self.seconds_saving += self.saved_at - start
-        write_json(self.run_dir / BACKUP_DIR / TIME_FILE, {"step": int(self.step), "seconds": self.seconds_trained()})
+        write_json(folder / TIME_FILE, {"step": int(self.step), "seconds": self.seconds_trained()})
         hooks.point("backup")
+
+    def drop_unfinished(self):
+        """Delete what a failed save began beside the last complete backup, the one backup/checkpoint
+        records and the rerun continues from: a ckpt-N_temp folder, a ckpt-N it did not record yet."""
+        folder = self.run_dir / BACKUP_DIR
+        latest = Path(tf.train.latest_checkpoint(str(folder)) or "none").name
+        for path in folder.iterdir() if folder.is_dir() else []:
+            if path.name in ("checkpoint", TIME_FILE) or path.name.startswith(latest + "."):
+                continue
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    path.unlink()
 
     def write_logs(self, rows):
         """Bring history.csv and the TensorBoard epoch curves in line with rows, writing only the
@@ -240,12 +259,13 @@ class Backup(keras.callbacks.Callback):
             ]
             points = [p for p in points if (group, p[0], p[1]) not in logged]
             if points:
-                if group not in self.writers:
-                    self.writers[group] = tf.summary.create_file_writer(str(self.run_dir / group))
-                with self.writers[group].as_default():
-                    for tag, epoch, value in points:
-                        tf.summary.scalar(tag, value, step=epoch)
-                self.writers[group].flush()
+                with writing(f"cannot write the curves in {self.run_dir / group}", tf.errors.OpError):
+                    if group not in self.writers:
+                        self.writers[group] = tf.summary.create_file_writer(str(self.run_dir / group))
+                    with self.writers[group].as_default():
+                        for tag, epoch, value in points:
+                            tf.summary.scalar(tag, value, step=epoch)
+                    self.writers[group].flush()
 
     def on_epoch_begin(self, epoch, logs=None):
         if self.resumed_metrics is not None:  # fit has just reset the interrupted epoch's accumulators
@@ -269,8 +289,9 @@ class Backup(keras.callbacks.Callback):
         self.write_logs(rows)
 
     def close(self):
-        for writer in self.writers.values():
-            writer.close()
+        for group, writer in self.writers.items():
+            with writing(f"cannot write the curves in {self.run_dir / group}", tf.errors.OpError):
+                writer.close()
 
 
 def fit(values, settings, data, run_dir, epochs, verbose="auto", backup_minutes=BACKUP_MINUTES):
@@ -329,15 +350,16 @@ def run(values, settings, data, run_dir, epochs=None, verbose="auto", backup_min
 
     data is the (train, validation) pair of pipeline.ImageSets. A raised exception or a NaN loss
     makes the trial a failure with its reason; Ctrl-C marks it interrupted and propagates.
-    A fully trained trial keeps its model (keep_model); a fault in that is not the trial's: it
-    raises RunStopped and leaves the trial unfinished, with its backup, for the rerun.
+    A fully trained trial keeps its model (keep_model). A write into the run folder that fails (no
+    space, a write refused: common.writing) is not the trial's fault: it raises RunStopped and
+    leaves the trial unfinished, with its last complete backup, for the rerun.
     The training state is backed up every `backup_minutes` and at each epoch end.
     """
     epochs = settings.epochs if epochs is None else epochs
     if settings.deterministic:
         tf.config.experimental.enable_op_determinism()
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    made(run_dir)
     name = run_dir.name
     earlier = read_json(run_dir / TRIAL_FILE)  # an interrupted or earlier-stopped attempt, if any
     record = {
@@ -365,6 +387,8 @@ def run(values, settings, data, run_dir, epochs=None, verbose="auto", backup_min
             record["status"] = "interrupted"
             write_json(run_dir / TRIAL_FILE, record)
             raise
+        except RunStopped:  # not the trial's fault: it stays unfinished, with its backup, for the rerun
+            raise
         except Exception as e:  # noqa: BLE001 - one bad trial (NaN, OOM, a bad value) must not end the grid
             record.update(status="failure", error=f"{type(e).__name__}: {e}".splitlines()[0])
             record["traceback"] = traceback.format_exc()
@@ -388,12 +412,8 @@ def run(values, settings, data, run_dir, epochs=None, verbose="auto", backup_min
 def keep_model(model, run_dir):
     """Save a fully trained trial's model.inference_model as run_dir/model.keras (atomically), for
     best_model.keras and whoever wants this trial's model."""
-    tmp = run_dir / "model.tmp.keras"
-    try:
+    with replaced(run_dir / MODEL_FILE, f"cannot keep the trained model in {run_dir / MODEL_FILE}") as tmp:
         inference_model(model).save(tmp)
-        os.replace(tmp, run_dir / MODEL_FILE)
-    except OSError as e:
-        raise RunStopped(f"cannot keep the trained model in {run_dir / MODEL_FILE} ({e.strerror or e})") from None
 
 
 def record_failure(values, settings, run_dir, error):
@@ -401,7 +421,7 @@ def record_failure(values, settings, run_dir, error):
     machine died on every attempt), as `run` records a trial that raised: trial.json and the
     HParams session end STATUS_FAILURE. Returns the record."""
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    made(run_dir)
     name = run_dir.name
     record = read_json(run_dir / TRIAL_FILE)
     if record is None:  # lost before it wrote anything: the session needs its start too
@@ -436,16 +456,17 @@ def write_session(run_dir, values, name, status=None, summary=None):
     hp.KerasCallback is not used: it always ends a session with STATUS_SUCCESS, and a failed
     or NaN trial must show as STATUS_FAILURE.
     """
-    writer = tf.summary.create_file_writer(str(run_dir))
-    with writer.as_default():
-        if status is None:
-            hp.hparams(values, trial_id=name)
-        else:
-            for tag, value in (summary or {}).items():
-                tf.summary.scalar(tag, value, step=0)
-            pb = hp_summary.session_end_pb(status)
-            tf.summary.experimental.write_raw_pb(pb.SerializeToString(), step=0)
-    writer.close()
+    with writing(f"cannot write the HParams session in {run_dir}", tf.errors.OpError):
+        writer = tf.summary.create_file_writer(str(run_dir))
+        with writer.as_default():
+            if status is None:
+                hp.hparams(values, trial_id=name)
+            else:
+                for tag, value in (summary or {}).items():
+                    tf.summary.scalar(tag, value, step=0)
+                pb = hp_summary.session_end_pb(status)
+                tf.summary.experimental.write_raw_pb(pb.SerializeToString(), step=0)
+        writer.close()
 
 
 def environment():

@@ -1,5 +1,6 @@
 """Shared fixtures: tiny generated datasets in the layout data_split.py writes."""
 
+import errno
 import hashlib
 import json
 import math
@@ -65,6 +66,37 @@ def diverging(monkeypatch):
 @pytest.fixture
 def dataset(tmp_path):
     return write_dataset(tmp_path / "data")
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A file system of its own, a 32 MB tmpfs at tmp_path/disk, for a test to fill up (fill) or
+    make read-only (remount) as a real disk gets; skipped where this process may not mount one."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs (a disk to fill up) needs root")
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", str(disk)], capture_output=True,
+                             text=True)
+    if mounted.returncode:
+        pytest.skip(f"cannot mount a tmpfs here (a disk to fill up): {mounted.stderr.strip()}")
+    yield disk
+    subprocess.run(["umount", "--lazy", str(disk)], check=True)
+
+
+def fill(disk):
+    """Take every free byte of the file system at disk, in disk/filler: the next write there fails with ENOSPC."""
+    with open(disk / "filler", "wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(bytes(1 << 16))
+        except OSError as e:
+            assert e.errno == errno.ENOSPC, e
+
+
+def remount(disk, options):
+    """Remount small_disk's file system with options ("ro", "rw")."""
+    subprocess.run(["mount", "-o", f"remount,{options}", str(disk)], check=True)
 
 
 class TensorBoardAPI:

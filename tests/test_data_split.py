@@ -5,6 +5,7 @@ import errno
 import hashlib
 import io
 import json
+import os
 import re
 import stat
 import struct
@@ -21,7 +22,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from hparam_sweep import common
+from hparam_sweep import common, images
 import data_split
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -286,7 +287,7 @@ def png_header(width: int, height: int) -> bytes:
 
 
 def test_bad_files_are_rejected_with_their_reason(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(data_split, "MAX_FILE_BYTES", 20_000)  # so that a 30 kB file is "too large" to read
+    monkeypatch.setattr(images, "MAX_FILE_BYTES", 20_000)  # so that a 30 kB file is "too large" to read
     bad = {
         "cat.90.jpg": b"",
         "cat.91.jpg": jpeg(91, size=32)[:-300],
@@ -329,7 +330,7 @@ def rotated_for_exif(orientation: int) -> bytes:
     """The upright test image stored sideways, with the EXIF tag that tells viewers to turn it back."""
     stored = upright_test_image().transpose(Image.Transpose.ROTATE_90 if orientation == 6 else Image.Transpose.ROTATE_270)
     exif = Image.Exif()
-    exif[data_split.EXIF_ORIENTATION] = orientation
+    exif[images.EXIF_ORIENTATION] = orientation
     return encoded(stored, quality=95, exif=exif.tobytes())
 
 
@@ -401,7 +402,7 @@ def test_every_image_written_is_read_by_training(tmp_path, capsys):
     files = {f"cat.{i}{suffix}": encoded(picture.rotate(i * 7), fmt) for i, (suffix, fmt) in enumerate([
         (".jpg", "JPEG"), (".jpeg", "JPEG"), (".JPG", "JPEG"), (".png", "PNG"), (".bmp", "BMP"), (".gif", "GIF"),
         (".webp", "WEBP"), (".tif", "TIFF"), (".tiff", "TIFF"), (".webp", "JPEG"), (".png", "JPEG")])}
-    assert {Path(name).suffix.lower() for name in files} == set(data_split.SOURCE_SUFFIXES)
+    assert {Path(name).suffix.lower() for name in files} == set(common.IMAGE_SUFFIXES)
     source = write_files(tmp_path / "train", files | {f"dog.{i}.jpg": jpeg(i) for i in range(11)})
     assert run(capsys, "--source", source, "--dest", tmp_path / "data")[0] == 0
     rows = read_csv(tmp_path / "data" / data_split.MANIFEST)
@@ -412,13 +413,13 @@ def test_every_image_written_is_read_by_training(tmp_path, capsys):
         assert len(pipeline.load_split(tmp_path / "data" / split, 16)) == len(written) == sum(r["split"] == split for r in rows)
 
 
-def test_image_suffixes_are_the_ones_keras_reads(tmp_path):
-    import keras
+def test_training_reads_every_image_suffix_in_any_case_and_nothing_else(tmp_path):
+    from hparam_sweep import pipeline
     png = encoded(upright_test_image(), "PNG")
-    candidates = {*data_split.SOURCE_SUFFIXES, ".JPG", ".jpe", ".svg", ".heic", ".txt"}
-    write_files(tmp_path / "x", {f"cats/a{suffix}": png for suffix in candidates})
-    listed = keras.utils.image_dataset_from_directory(tmp_path / "x", image_size=(8, 8)).file_paths
-    assert sorted(Path(p).suffix for p in listed) == sorted([*common.IMAGE_SUFFIXES, ".JPG"])  # any case
+    candidates = {*common.IMAGE_SUFFIXES, ".JPG", ".jpe", ".svg", ".heic", ".txt"}
+    write_files(tmp_path / "x", {f"cats/a{suffix}": png for suffix in candidates} | {"cats/._a.jpg": b"fork"})
+    listed, _ = pipeline.split_files(tmp_path / "x")
+    assert sorted(p.suffix for p in listed) == sorted([*common.IMAGE_SUFFIXES, ".JPG"])  # no hidden file
 
 
 @pytest.mark.parametrize("how", ["crc", "encrypted", "deflate"])
@@ -484,7 +485,7 @@ def test_workers_flag_sets_the_threads_and_not_the_result(tmp_path, capsys, monk
 def exif_with_a_mistyped_tag() -> bytes:
     """An EXIF-rotated JPEG whose tag 0x0107 (a number) holds text: it decodes, but rotating it fails."""
     exif = Image.Exif()
-    exif[data_split.EXIF_ORIENTATION] = 6
+    exif[images.EXIF_ORIENTATION] = 6
     exif[0x010F] = "Canon"  # Make, text
     raw = exif.tobytes().replace(b"\x01\x0f\x00\x02", b"\x01\x07\x00\x02")  # now tag 0x0107, still text
     return encoded(upright_test_image(), exif=raw)
@@ -828,3 +829,18 @@ def test_command_line_errors_and_help_without_traceback(tmp_path):
     for flag in ("--source", "--dest", "--val-fraction", "--test-fraction", "--seed", "--link", "--force", "--demo",
                  "--workers"):
         assert flag in help_text
+
+
+def test_a_reader_that_stops_reading_stops_only_the_printing(tmp_path):
+    """`data_split.py ... | head -1`: stdout is a pipe nobody reads (closed before the run starts),
+    so every line hits a broken pipe; the split still completes and exits 0, without a traceback."""
+    source = write_files(tmp_path / "train", kaggle_images(3))
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run([sys.executable, str(Path(data_split.__file__)), "--source", str(source),
+                               "--dest", str(tmp_path / "data")], stdout=write_end, stderr=subprocess.PIPE, text=True)
+    finally:
+        os.close(write_end)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert (tmp_path / "data" / data_split.SPLIT_JSON).exists()

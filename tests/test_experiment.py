@@ -105,6 +105,16 @@ def test_the_lock_is_released_when_a_run_is_refused(tmp_path):
         pass
 
 
+def test_a_symlink_to_the_logdir_takes_the_same_lock(tmp_path):
+    logdir = tmp_path / "logs"
+    logdir.mkdir()
+    (tmp_path / "link").symlink_to(logdir)
+    with experiment.locked(logdir):
+        with pytest.raises(UsageError, match="in use by train.py"):
+            with experiment.locked(tmp_path / "link"):
+                pass
+
+
 def test_another_search_is_refused(tmp_path):
     logdir = tmp_path / "logs"
     experiment.prepare(logdir, settings(), H.HPARAMS, GRID)

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import snapshot, trial_outcome
+from conftest import fill, snapshot, trial_outcome
 from test_train import CPU
 
 from hparam_sweep import hooks, metrics as M, trial
@@ -139,21 +139,29 @@ def test_failing_trials_are_recorded_and_the_grid_goes_on(dataset, tmp_path, ten
     assert {n for n, s in statuses.items() if s == "STATUS_FAILURE"} == set(failed)
 
 
+ONE_TRIAL = trial.trial_name({"num_units": 8, "dropout": 0.2, "optimizer": "adam", "learning_rate": 0.01})
+
+
+def one_trial_command(dataset, logdir, seed=42):
+    """train.py running ONE_TRIAL: --deterministic (dropout and augmentation on, so every RNG
+    counts), backed up after every step."""
+    return [sys.executable, str(ROOT / "train.py"), "--data", str(dataset), "--logdir", str(logdir), "--image-size", "24",
+            "--batch-size", "8", "--epochs", "3", "--steps-per-epoch", "4", "--quiet", *CPU, "--deterministic",
+            "--backup-minutes", "0", "--grid", "num_units=8", "--grid", "dropout=0.2", "--grid", "optimizer=adam",
+            "--grid", "learning_rate=0.01", "--seed", str(seed)]
+
+
 def run_one_trial(dataset, logdir, kill_at=None, seed=42):
-    """One --deterministic trial (dropout and augmentation on, so every RNG counts) backed up after
-    every step, in a subprocess: op determinism is process-wide and permanent. With kill_at
+    """one_trial_command, in a subprocess: op determinism is process-wide and permanent. With kill_at
     (hooks.point's NAME:N) the process SIGKILLs itself there; returns its exit code."""
-    argv = ["--data", str(dataset), "--logdir", str(logdir), "--image-size", "24", "--batch-size", "8", "--epochs", "3",
-            "--steps-per-epoch", "4", "--quiet", *CPU, "--deterministic", "--backup-minutes", "0", "--grid", "num_units=8",
-            "--grid", "dropout=0.2", "--grid", "optimizer=adam", "--grid", "learning_rate=0.01", "--seed", str(seed)]
     env = {**os.environ, hooks.KILL_AT_ENV: kill_at or ""}
-    done = subprocess.run([sys.executable, str(ROOT / "train.py"), *argv], cwd=ROOT, env=env, capture_output=True, text=True)
+    done = subprocess.run(one_trial_command(dataset, logdir, seed), cwd=ROOT, env=env, capture_output=True, text=True)
     assert done.returncode == (-signal.SIGKILL if kill_at else 0), done.stdout + done.stderr
     return done.returncode
 
 
 def test_a_trial_killed_anywhere_ends_bit_identical_to_an_uninterrupted_one(dataset, tmp_path):
-    name = trial.trial_name({"num_units": 8, "dropout": 0.2, "optimizer": "adam", "learning_rate": 0.01})
+    name = ONE_TRIAL
     run_one_trial(dataset, tmp_path / "straight")
     expected = trial_outcome(tmp_path / "straight" / name)
     assert sorted(expected[2]) == [(g, t) for g in ("train", "validation") for t in (M.EPOCH_ACCURACY, M.EPOCH_LOSS)]
@@ -180,6 +188,42 @@ def test_a_trial_killed_anywhere_ends_bit_identical_to_an_uninterrupted_one(data
     run_one_trial(dataset, tmp_path / "other-seed", seed=7)
     assert trial_outcome(tmp_path / "other-seed" / name)[:2] != expected[:2]
     assert not (logdir / name / trial.BACKUP_DIR).exists()
+
+
+def test_a_disk_full_at_a_backup_stops_the_run_and_the_rerun_ends_bit_identical(dataset, tmp_path, small_disk):
+    """The disk fills up while a trial trains, between its first backup and its second, which does
+    not fit: the run stops in one line, exit 3. The trial is not failed and keeps its last complete
+    backup, nothing half-written beside it; once there is room, the rerun finishes it bit-identical
+    to an uninterrupted run."""
+    run_one_trial(dataset, tmp_path / "straight")
+    logdir, paused = small_disk / "logs", tmp_path / "paused"
+    process = subprocess.Popen(one_trial_command(dataset, logdir), cwd=ROOT, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True,
+                               env={**os.environ, "PYTHONFAULTHANDLER": "1", hooks.PAUSE_AT_ENV: f"backup:1:{paused}"})
+    try:
+        [pid] = wait_for_pauses(process, paused)
+        fill(small_disk)
+        Path(f"{paused}.{pid}").unlink()
+        output = ended_output(process)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == train.EXIT_STOPPED, output
+    [line] = [line for line in output.splitlines() if line.startswith("train.py:")]
+    backup = logdir / ONE_TRIAL / trial.BACKUP_DIR
+    assert f"stopped: cannot write the backup in {backup} (No space left on device)" in line, output
+    assert "Traceback" not in output
+    assert trial.load(logdir / ONE_TRIAL)["status"] == "running"
+    # The step-1 backup, as it was; not the step-2 one that TensorFlow began (ckpt-2_temp/) nor any temporary file.
+    assert sorted(p.name for p in backup.iterdir()) == ["checkpoint", "ckpt-1.data-00000-of-00001", "ckpt-1.index",
+                                                        trial.TIME_FILE]
+    assert not [p for p in logdir.rglob("*") if ".tmp" in p.name]
+
+    (small_disk / "filler").unlink()
+    run_one_trial(dataset, logdir)
+    record = trial.load(logdir / ONE_TRIAL)
+    assert (record["status"], record["attempts"], record["resumed_from_step"]) == ("success", 2, 1)
+    assert trial_outcome(logdir / ONE_TRIAL) == trial_outcome(tmp_path / "straight" / ONE_TRIAL)
 
 
 def test_a_logdir_written_before_the_package_move_resumes_in_place(tmp_path, capsys):

@@ -2,6 +2,7 @@
 
 import csv
 import dataclasses
+import errno
 import json
 import os
 import re
@@ -13,7 +14,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import metric, snapshot
+from conftest import metric, remount, snapshot
 
 from hparam_sweep import device, experiment, grid, metrics as M, pipeline, trial
 import hparams
@@ -41,7 +42,7 @@ def test_grid_shows_up_in_the_hparams_dashboard(dataset, tmp_path, tensorboard, 
     decoded = []
     decoded_batches = pipeline.decoded_batches
     monkeypatch.setattr(pipeline, "decoded_batches",
-                        lambda directory, ds, *a: decoded.append(ds.file_paths) or decoded_batches(directory, ds, *a))
+                        lambda directory, paths, *a: decoded.append(paths) or decoded_batches(directory, paths, *a))
     logdir = tmp_path / "logs"
     registered = len(trial.gradient_registry())
 
@@ -400,11 +401,137 @@ def check_a_fault_outside_the_trial_stops_the_run_and_fails_no_trial(argv, logdi
     assert (logdir / experiment.BEST_MODEL_FILE).read_bytes() == (run_dir / trial.MODEL_FILE).read_bytes()
 
 
+ONE_TRIAL = ["--grid", "num_units=8", "--grid", "dropout=0.1", "--grid", "optimizer=adam", "--grid", "learning_rate=0.01"]
+
+
 def test_a_fault_outside_the_trial_stops_the_run_and_fails_no_trial(dataset, tmp_path, capsys):
     logdir = tmp_path / "logs"
-    argv = ["--data", str(dataset), "--logdir", str(logdir), *FAST,
-            "--grid", "num_units=8", "--grid", "dropout=0.1", "--grid", "optimizer=adam", "--grid", "learning_rate=0.01"]
+    argv = ["--data", str(dataset), "--logdir", str(logdir), *FAST, *ONE_TRIAL]
     check_a_fault_outside_the_trial_stops_the_run_and_fails_no_trial(argv, logdir, capsys)
+
+
+NO_SPACE = os.strerror(errno.ENOSPC)
+
+
+def no_space_at(monkeypatch, how, target, nth):
+    """Make the nth write of target fail as on a full disk: a file renamed into place ("file") with
+    OSError ENOSPC; TensorFlow's own writes, an event folder's writer ("events") or a backup
+    ("backup", a ckpt-N_temp folder begun, as TensorFlow leaves one), with the
+    ResourceExhaustedError "PATH; No space left on device" that TensorFlow raises."""
+    count = 0
+
+    def now(path):
+        nonlocal count
+        count += Path(path) == target
+        return Path(path) == target and count == nth
+
+    no_space = tf.errors.ResourceExhaustedError(None, None, f"{target}/a-file; {NO_SPACE} [Op:Write]")
+    if how == "file":
+        replace = os.replace
+
+        def replace_or_fail(src, dst, *args, **kwargs):
+            if now(dst):
+                raise OSError(errno.ENOSPC, NO_SPACE)
+            return replace(src, dst, *args, **kwargs)
+
+        monkeypatch.setattr(os, "replace", replace_or_fail)
+    elif how == "events":
+        create = tf.summary.create_file_writer
+
+        def create_or_fail(logdir, *args, **kwargs):
+            if now(logdir):
+                raise no_space
+            return create(logdir, *args, **kwargs)
+
+        monkeypatch.setattr(tf.summary, "create_file_writer", create_or_fail)
+    else:
+        save = tf.train.CheckpointManager.save
+
+        def save_or_fail(manager, checkpoint_number=None, **kwargs):
+            if now(manager.directory):
+                (target / f"ckpt-{checkpoint_number}_temp").mkdir()
+                raise no_space
+            return save(manager, checkpoint_number, **kwargs)
+
+        monkeypatch.setattr(tf.train.CheckpointManager, "save", save_or_fail)
+
+
+# Each write into the logdir of a one-trial run: (how it fails (no_space_at), its path in (logdir,
+# run folder), which of its writes fails, the message's start, whether the trial has a backup then).
+# Epochs 2: backups and logs at each epoch end; results.csv is written before and after the trial.
+WRITES = {
+    "hparams_config": ("events", lambda logdir, run: logdir, 1, "cannot write the hparams_config in {}", False),
+    "experiment.json": ("file", lambda logdir, run: logdir / experiment.EXPERIMENT_FILE, 1, "cannot write {}", False),
+    "first trial.json": ("file", lambda logdir, run: run / trial.TRIAL_FILE, 1, "cannot write {}", False),
+    "session start": ("events", lambda logdir, run: run, 1, "cannot write the HParams session in {}", False),
+    "history.csv": ("file", lambda logdir, run: run / trial.HISTORY_FILE, 1, "cannot write {}", True),
+    "curves": ("events", lambda logdir, run: run / "train", 1, "cannot write the curves in {}", True),
+    "second backup": ("backup", lambda logdir, run: run / trial.BACKUP_DIR, 2, "cannot write the backup in {}", True),
+    "session end": ("events", lambda logdir, run: run, 2, "cannot write the HParams session in {}", True),
+    "results.csv after the trial": ("file", lambda logdir, run: logdir / experiment.RESULTS_FILE, 2, "cannot write {}",
+                                    False),
+}
+
+
+@pytest.mark.parametrize("write", WRITES)
+def test_a_full_disk_at_any_write_into_the_logdir_stops_the_run_and_fails_no_trial(dataset, tmp_path, monkeypatch,
+                                                                                   capsys, write):
+    """Stops in one line, exit 3; the trial is not failed (it stays unfinished with its training
+    state, or, finished before, stays so), no temporary file is left, and the rerun finishes it."""
+    how, path, nth, said, backed_up = WRITES[write]
+    logdir = tmp_path / "logs"
+    [values] = grid.expand_grid(grid.override(hparams.HPARAMS, [a for a in ONE_TRIAL if "=" in a]))
+    run_dir = logdir / trial.trial_name(values)
+    argv = ["--data", str(dataset), "--logdir", str(logdir), *FAST, *ONE_TRIAL]
+    with monkeypatch.context() as patch:
+        no_space_at(patch, how, path(logdir, run_dir), nth)
+        assert train.main(argv) == train.EXIT_STOPPED
+    err = capsys.readouterr().err
+    [line] = [line for line in err.splitlines() if line.startswith("train.py:")]
+    assert f"stopped: {said.format(path(logdir, run_dir))} ({NO_SPACE})" in line and "Traceback" not in err
+    record = trial.load(run_dir) or {"status": None}
+    assert record["status"] in (None, "running", "success")
+    assert (run_dir / trial.BACKUP_DIR).is_dir() == backed_up
+    assert not [p for p in logdir.rglob("*") if ".tmp" in p.name or p.name.endswith("_temp")]
+    assert train.main(argv) == 0
+    assert trial.load(run_dir)["status"] == "success"
+
+
+def test_every_file_renamed_into_the_logdir_is_fsynced_before_and_its_folder_after(dataset, tmp_path, monkeypatch):
+    """A power cut after a rename never leaves an empty or half file under a record's, a model's or
+    results.csv's name (as some file systems do for a file renamed before its data reached the disk)."""
+    logdir, calls = tmp_path / "logs", []
+    fsync, replace = os.fsync, os.replace
+
+    def recorded_fsync(fd):
+        calls.append(("fsync", Path(os.readlink(f"/proc/self/fd/{fd}"))))
+        fsync(fd)
+
+    def recorded_replace(src, dst, *args, **kwargs):
+        calls.append(("replace", Path(src).resolve(), Path(dst).resolve()))
+        replace(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "fsync", recorded_fsync)
+    monkeypatch.setattr(os, "replace", recorded_replace)
+    assert train.main(["--data", str(dataset), "--logdir", str(logdir), *FAST, *ONE_TRIAL]) == 0
+    renamed = [(i, call[1], call[2]) for i, call in enumerate(calls)
+               if call[0] == "replace" and logdir.resolve() in call[2].parents]
+    assert {dst.name for _, _, dst in renamed} == {
+        experiment.EXPERIMENT_FILE, experiment.RESULTS_FILE, experiment.BEST_MODEL_FILE, experiment.BEST_FILE,
+        trial.TRIAL_FILE, trial.HISTORY_FILE, trial.MODEL_FILE, trial.TIME_FILE}
+    for i, src, dst in renamed:
+        assert calls[i - 1] == ("fsync", src) and calls[i + 1] == ("fsync", dst.parent), dst
+
+
+def test_a_read_only_logdir_stops_the_run_in_one_line(dataset, small_disk, capsys):
+    """A logdir on a file system mounted read-only: at its first record; where its lock would go, too: at the lock."""
+    remount(small_disk, "ro")
+    for logdir, said in [(small_disk, f"cannot write the hparams_config in {small_disk}"),
+                         (small_disk / "logs", f"cannot lock {small_disk / 'logs'}")]:
+        assert train.main(["--data", str(dataset), "--logdir", str(logdir), *FAST, *ONE_TRIAL]) == train.EXIT_STOPPED
+        err = capsys.readouterr().err
+        [line] = [line for line in err.splitlines() if line.startswith("train.py:")]
+        assert f"stopped: {said} (Read-only file system)" in line and "Traceback" not in err
 
 
 def test_native_windows_is_refused_in_one_line(monkeypatch, capsys):

@@ -81,6 +81,7 @@ def test_a_model_that_cannot_be_kept_is_not_the_trials_failure(dataset, tmp_path
         trial.run(VALUES, settings(dataset, epochs=1), data, tmp_path / "t", verbose=0)
     assert trial.load(tmp_path / "t")["status"] == "running"  # not finished: the rerun finishes it
     assert (tmp_path / "t" / trial.BACKUP_DIR).is_dir()
+    assert not (tmp_path / "t" / "model.tmp.keras").exists()  # the model written, not renamed: removed
 
 
 def test_read_history_keeps_the_last_row_of_a_repeated_epoch(tmp_path):
