@@ -16,7 +16,6 @@ Exit status: 0 when at least one image was classified; 1 when none could be; 2 f
 """
 
 import argparse
-import contextlib
 import csv
 import os
 import stat
@@ -24,15 +23,11 @@ import sys
 from pathlib import Path
 
 from hparam_sweep import console
-from hparam_sweep.common import IMAGE_SUFFIXES, LABELS, UsageError
+from hparam_sweep.common import IMAGE_SUFFIXES, LABELS, RunStopped, UsageError, replaced, why
 
 DEFAULT_LOGDIR = Path("logs/hparam_tuning")
 BATCH_SIZE = 64  # images decoded and classified at a time
 EXIT_NONE_CLASSIFIED, EXIT_USAGE, EXIT_NOT_WRITTEN = 1, 2, 3
-
-
-class NotWritten(Exception):
-    """An output (--csv, --export) that could not be written: exit 3."""
 
 
 def parse_args(argv):
@@ -147,7 +142,7 @@ def main(argv=None):
     except UsageError as e:
         print(f"predict.py: error: {e}", file=sys.stderr)
         return EXIT_USAGE
-    except NotWritten as e:
+    except RunStopped as e:  # an output (--csv, --export) that could not be written
         print(f"predict.py: {e}", file=sys.stderr)
         return EXIT_NOT_WRITTEN
 
@@ -188,7 +183,7 @@ def run(args):
         try:
             model.export(str(args.export), format="tf_saved_model", verbose=False)
         except Exception as e:  # noqa: BLE001 - TensorFlow's write errors are not OSError
-            raise NotWritten(f"cannot export to {args.export}: {str(e).splitlines()[0]}") from None
+            raise RunStopped(f"cannot export to {args.export} ({why(e)})") from None
         print(f"Exported {model_path} to {args.export} (TensorFlow SavedModel, signature `serve`).", file=sys.stderr)
     if not args.paths:
         return 0
@@ -207,20 +202,12 @@ def run(args):
 
 
 def write_csv(path, results):
-    """The rows, written whole or not at all (a temporary file renamed into place)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with tmp.open("w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(["path", "label", *(f"p_{label}" for label in LABELS)])
-            for file, p in results:
-                writer.writerow([shown(file), LABELS[p.index(max(p))], *p])
-        os.replace(tmp, path)
-    except OSError as e:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise NotWritten(f"cannot write {path} ({e.strerror or e})") from None
-
+    """The rows, written whole or not at all (common.replaced: a temporary file renamed into place)."""
+    with replaced(path) as tmp, tmp.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "label", *(f"p_{label}" for label in LABELS)])
+        for file, p in results:
+            writer.writerow([shown(file), LABELS[p.index(max(p))], *p])
 
 if __name__ == "__main__":
     sys.exit(main())
