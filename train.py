@@ -1,9 +1,10 @@
-"""Grid search over the hparams in hparams.py; every trial becomes one run in TensorBoard's HParams dashboard.
+"""Grid or random search over the hparams in hparams.py; every trial becomes one run in TensorBoard's HParams dashboard.
 
     python train.py --demo                       # synthetic images, small grid, a few minutes on a CPU
     python data_split.py --source ~/Downloads/dogs-vs-cats.zip
     python train.py                              # the 36-trial grid -> logs/hparam_tuning
     python train.py --grid optimizer=adam --epochs 10
+    python train.py --sampler random --trials 20     # 20 trials drawn from the domains instead of the grid
     tensorboard --logdir logs/hparam_tuning
 
 Rerunning the same command after a crash or Ctrl-C resumes: finished trials are skipped, an
@@ -57,7 +58,7 @@ def positive_int(text):
 def parse_args(argv):
     """The command line, with --demo's defaults applied (TensorFlow is not imported here)."""
     parser = argparse.ArgumentParser(
-        description="Grid-search the cats-vs-dogs CNN; every trial is logged for TensorBoard's HParams dashboard.",
+        description="Search the cats-vs-dogs CNN's hparams; every trial is logged for TensorBoard's HParams dashboard.",
     )
     # Defaults are written into each help text (not ArgumentDefaultsHelpFormatter): several depend
     # on --demo or the device, and "(default: None)" or "(default: False)" tell nobody anything.
@@ -88,6 +89,10 @@ def parse_args(argv):
         "(without it: a progress bar on a terminal, a line per epoch into a file or pipe)")
     add("--verbose", action="store_true", help="TensorFlow's own log lines as well, unfiltered (for bug reports); "
         "TF_CPP_MIN_LOG_LEVEL is then left as you set it")
+    add("--sampler", choices=("grid", "random"), default="grid", help="which configurations are tried: grid: every "
+        "combination of the domains (a RealInterval's two ends); random: --trials of them drawn from the domains, "
+        "seeded by --seed (default: %(default)s)")
+    add("--trials", type=positive_int, help="--sampler random: how many trials; a rerun with more reuses the first ones")
     add("--search", choices=("grid", "halving"), default="grid", help="grid: every trial for --epochs; halving: "
         "every trial for --min-epochs, then only the best 1/--halving-rate go on, rung by rung, to --epochs "
         "(default: %(default)s)")
@@ -115,6 +120,10 @@ def parse_args(argv):
         parser.error("--no-cache and --cache-dir contradict each other: pick one")
     if args.cpus_per_trial <= 0 or args.max_retries < 0:
         parser.error("--cpus-per-trial must be more than 0, --max-retries 0 or more")
+    if args.sampler == "random" and args.trials is None:
+        parser.error("--sampler random needs --trials N: how many trials to draw")
+    if args.sampler != "random" and args.trials is not None:
+        parser.error("--trials goes with --sampler random (a grid's trials are its combinations)")
     if args.halving_rate < 2:
         parser.error("--halving-rate must be at least 2")
     if args.backup_minutes < 0:
@@ -199,22 +208,23 @@ def _main(args):
         # instead of after TensorFlow's several-second import.
         import data_split
         import hparams
-        from hparam_sweep import experiment, grid, loop, pipeline, search, trial
+        from hparam_sweep import experiment, grid, loop, pipeline, sampler, search
 
         domains = grid.override(hparams.HPARAMS, args.grid)
+        sampling = (sampler.RandomSampler(domains, hparams.LOG_SCALE, args.seed, args.trials)
+                    if args.sampler == "random" else sampler.GridSampler(domains))
         with experiment.locked(args.logdir):
             if args.demo:
                 data_split.prepare_demo(args.data)
             pipeline.check_data(args.data)
             if args.restart and (moved := experiment.move_aside(args.logdir)):
                 print(f"Earlier results moved to {moved}")
-            # Keyed by run folder name, which is an older run's own name where one exists.
-            trials = {trial.run_folder(args.logdir, values).name: values for values in grid.expand_grid(domains)}
+            trials = sampling.trials(args.logdir)
             settings, executor = make_executor(args, cluster)
-            searcher = (search.Halving(args.epochs, args.min_epochs, args.halving_rate) if args.search == "halving"
-                        else search.Grid(args.epochs))
-            experiment.prepare(args.logdir, settings, domains, searcher.describe())
-            records = loop.run_search(searcher, trials, settings, domains, args.logdir, executor)
+            searcher = (search.Halving(trials, args.epochs, args.min_epochs, args.halving_rate)
+                        if args.search == "halving" else search.Grid(trials, args.epochs))
+            experiment.prepare(args.logdir, settings, domains, {**searcher.describe(), **sampling.describe()})
+            records = loop.run_search(searcher, settings, domains, args.logdir, executor)
             return finish(args, records)  # under the lock: the test score is written into the logdir
 
 

@@ -1,4 +1,4 @@
-"""hparam_sweep: the grid-search tool behind train.py, data_split.py and hparams.py.
+"""hparam_sweep: the search tool behind train.py, data_split.py and hparams.py.
 
 The modules, each with one job; imports go one way, down this list (tests/test_structure.py
 checks it, and that nothing here imports a top-level script: configuration comes in from
@@ -6,16 +6,18 @@ train.py as arguments):
 
     loop.py        the one search loop, and the in-process executor
     parallel.py    the Ray executor
-    search.py      Grid and Halving: which trials run next, to how many epochs; the ranking
+    sampler.py     which configurations are tried (--sampler): the grid, or seeded random draws
+    search.py      the Search interface; Grid and Halving: which trials run next, to how many epochs; the ranking
     experiment.py  the logdir: settings check, lock, results.csv, halving.json, best_model.keras
     evaluate.py    the chosen model's one test score
-    trial.py       one trial in its run folder: train, back up, resume, record; its name
+    trial.py       one trial in its run folder: train, back up, resume, record
     model.py       build_model: the CNN (change the model here)
     pipeline.py    the images: checked, decoded once, served as batches
     images.py      the one decode: a file to upright RGB pixels and the model's input (predict.py's too)
     augment.py     the tutorial's augmentation as one affine warp per image
     imagecache.py  the decode cache
-    grid.py        hparam domains -> trials; --grid overrides
+    grid.py        hparam domains -> the grid's combinations; --grid overrides
+    naming.py      run folder names (Trial IDs), without TensorFlow
     metrics.py     metric names and the dashboard's hp.Metric list
     demo.py        the synthetic images of --demo
     console.py     TensorFlow's noise kept off stderr; progress lines

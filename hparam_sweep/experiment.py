@@ -2,7 +2,7 @@
 
     LOGDIR/events.out.tfevents*   hparams_config: every hparam's domain and every metric
     LOGDIR/experiment.json        the settings and domains the trials were run with
-    LOGDIR/results.csv            one row per trial of the current grid, ranked
+    LOGDIR/results.csv            one row per trial of the current search, ranked
     LOGDIR/best_model.keras       a copy of rank 1's model (keep_best)
     LOGDIR/.best.json             the record it was copied from
     LOGDIR/halving.json           --search halving: each rung's decision
@@ -156,12 +156,12 @@ def reusable_records(logdir, trials, settings):
 
 
 def other_trials(logdir, trials):
-    """Names of run folders in logdir that are not trials of this grid."""
+    """Names of run folders in logdir that are not trials of this search."""
     return {p.name for p in logdir.iterdir() if (p / trial.TRIAL_FILE).exists()} - set(trials)
 
 
 def write_results(logdir, ranked_records, hparams):
-    """results.csv: one row per trial of this grid, in rank order, every hparam, the status and metrics."""
+    """results.csv: one row per trial of this search, in rank order, every hparam, the status and metrics."""
     path = logdir / RESULTS_FILE
     columns = ["rank", "run"] + [h.name for h in hparams] + ["status"] + metrics.SUMMARY + ["error"]
     with replaced(path) as tmp, tmp.open("w", newline="") as f:

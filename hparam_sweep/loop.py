@@ -31,11 +31,12 @@ class InProcess:
         for task in tasks:
             started(task)
             yield trial.run(task.values, self.settings, self.data, self.logdir / task.name, task.epochs,
-                            self.verbose, self.backup_minutes)
+                            self.verbose, self.backup_minutes, task.origin)
 
 
 def describe(values):
-    return " ".join(f"{k}={v}" for k, v in values.items())
+    """A trial's hparams for its console lines; a sampled float to 4 digits (trial.json has it exact)."""
+    return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
 
 
 def seconds_between(record):
@@ -69,13 +70,14 @@ def print_decision(decision, last_rung, eta):
 
 
 def reuse_records(logdir, trials, settings):
-    """{name: record} of the trials a rerun reuses, said on the console."""
+    """{name: record} of the trials ({name: search.Trial}) that a rerun reuses, said on the console."""
     records = experiment.reusable_records(logdir, trials, settings)
     others = experiment.other_trials(logdir, trials)
     if records:
         print(f"Reusing {len(records)} finished trial(s) from {logdir}; {len(trials) - len(records)} to run.")
     if others:
-        print(f"{len(others)} other trial(s) in {logdir} are not in this grid: left as they are, not ranked.")
+        print(f"{len(others)} other trial(s) in {logdir} are not among this search's trials: left as they are, "
+              f"not ranked.")
     return records
 
 
@@ -90,10 +92,10 @@ class Eta:
         return (time.monotonic() - self.start) / done * max(0, self.planned - trained)
 
 
-def run_search(searcher, trials, settings, hparams, logdir, executor):
-    """Run the search over `trials` ({name: hparam values}, grid order) in logdir with `executor`;
-    return the records of all of them."""
-    records = reuse_records(logdir, trials, settings)
+def run_search(searcher, settings, hparams, logdir, executor):
+    """Run the search (a search.Search) in logdir with `executor`; return the records of the trials
+    it proposed."""
+    records = reuse_records(logdir, searcher.trials, settings)
 
     def trained():
         return sum(search.epochs_trained(r) for r in records.values() if r["status"] == "success")
@@ -101,7 +103,7 @@ def run_search(searcher, trials, settings, hparams, logdir, executor):
     def record_decisions(decided):
         """Say and save the rungs decided since halving.json's last one (a run killed between a
         rung's last trial and its decision records it now); return how many there are."""
-        decisions = searcher.decisions(trials, records)
+        decisions = searcher.decisions(records)
         for decision in decisions[decided:]:
             print_decision(decision, settings.epochs, eta.seconds(trained()))
             for name in decision.stopped if decision.epochs < settings.epochs else []:
@@ -115,10 +117,11 @@ def run_search(searcher, trials, settings, hparams, logdir, executor):
         experiment.keep_best(logdir, ranked, settings.epochs)
 
     record_results()  # a changed --grid may have another rank 1 among the reused trials
-    eta = Eta(searcher.planned_epochs(len(trials)), trained())
+    eta = Eta(searcher.planned_epochs(), trained())
     decided = record_decisions(experiment.recorded_decisions(logdir))
-    for tasks in searcher.rounds(trials, records):
+    for tasks in searcher.rounds(records):
         labels = {task.name: f"[{k}/{len(tasks)}]" for k, task in enumerate(tasks, 1)}
+        values = {task.name: task.values for task in tasks}
 
         def started(task):
             print(f"\n{labels[task.name]} {describe(task.values)}, to epoch {task.epochs}", flush=True)
@@ -127,7 +130,7 @@ def run_search(searcher, trials, settings, hparams, logdir, executor):
             name = record["name"]
             records[name] = record
             record_results()
-            print(outcome_line(labels[name], trials[name], record, eta.seconds(trained())), flush=True)
+            print(outcome_line(labels[name], values[name], record, eta.seconds(trained())), flush=True)
         hooks.point("round")  # tests: a kill between a round's last trial and its decisions
         decided = record_decisions(decided)
     return list(records.values())

@@ -129,7 +129,7 @@ def run_task(task, settings, logdir, verbose, backup_minutes, cache, requested_h
     run_dir = Path(logdir) / task.name
     hooks.install(requested_hooks, attempt=(trial.load(run_dir) or {}).get("attempts", 0) + 1)
     record = trial.run(task.values, settings, worker_data(settings, *cache), run_dir, task.epochs, verbose,
-                       backup_minutes)
+                       backup_minutes, task.origin)
     # Where it ran: a trial's record says which machine and process trained it.
     context = ray.get_runtime_context()
     record["worker"] = {"node_id": context.get_node_id(), "host": socket.gethostname(), "pid": os.getpid(),
@@ -187,7 +187,7 @@ class RayExecutor:
                     raise RunStopped(str(e.cause if isinstance(e, ray.exceptions.RayTaskError) else e)) from None
                 except ray.exceptions.RayError as e:  # worker or machine died on every attempt, or Ray gave up
                     record = trial.record_failure(task.values, self.settings, self.logdir / task.name,
-                                                  failure_reason(e))
+                                                  failure_reason(e), task.origin)
                 yield record
         except BaseException:
             # Ctrl-C or a driver error: stop the trials still running (they resume from their

@@ -1,32 +1,44 @@
 """Which trials run, in what order and to how many epochs; and how finished trials rank.
 
 Plain Python over trial records (the dicts trial.run returns and trial.json holds), so it is
-testable without TensorFlow and does not care where trials run. A search's `rounds` is a
-generator: each round is a list of Tasks that may run in any order or all at once; the loop
-(loop.py) has an executor run them, puts their records into the dict it shares with the search,
-and asks for the next.
+testable without TensorFlow and does not care where trials run. A search (the `Search` interface)
+proposes its trials and decides from their records alone: its `rounds` is a generator, each round
+a list of Tasks that may run in any order or all at once; the loop (loop.py) has an executor run
+them, puts their records into the dict it shares with the search, and asks for the next.
 Decisions are pure functions of the records, so a rerun after a kill makes the same ones.
 
-Two searches over the same grid of trials:
+Which configurations the trials are is the sampler's choice (sampler.py); how far each trains, the
+search's. Two searches, over any sampler's trials:
 - Grid: every trial to `epochs`.
 - Halving (successive halving, Jamieson & Talwalkar 2016): every trial to the first rung, then
   only the best 1/rate of them to the next rung, and so on; the last rung is `epochs`.
 """
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from hparam_sweep import metrics
 from hparam_sweep.common import FINISHED
 
 
 @dataclass(frozen=True)
+class Trial:
+    """A proposed trial: its run folder name, its hparam values, and where it came from (`origin`,
+    e.g. {"sampler": "random", "index": 7}, which its trial.json records)."""
+
+    name: str
+    values: dict
+    origin: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Task:
-    """Train trial `name` (hparams `values`) up to `epochs` epochs."""
+    """Train trial `name` (hparams `values`, from `origin`) up to `epochs` epochs."""
 
     name: str
     values: dict
     epochs: int
+    origin: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -65,40 +77,66 @@ def metrics_at(record, epoch):
     return row[metrics.ACCURACY], row[metrics.VAL_LOSS]
 
 
-class Grid:
-    """Every trial of the grid to `epochs`, in grid order, as one round."""
+class Search:
+    """What the loop asks of a search; Grid and Halving are the two, and a new one subclasses this.
 
-    def __init__(self, epochs):
-        self.epochs = epochs
+    `trials` holds the Trials it proposes ({name: Trial}, in trial order); `records` ({name:
+    record}) is filled in by the loop as tasks finish, and is all that a search decides from.
+    """
+
+    def __init__(self, trials, epochs):
+        self.trials, self.epochs = {t.name: t for t in trials}, epochs
+
+    def describe(self):
+        """What experiment.json records of it: a rerun with another description is refused."""
+        raise NotImplementedError
+
+    def rounds(self, records):
+        """The rounds of Tasks still to run, one list at a time (the loop runs one before asking for the next)."""
+        raise NotImplementedError
+
+    def decisions(self, records):
+        """The Decisions made so far (halving.json), in order."""
+        return []
+
+    def planned_epochs(self):
+        """Epochs the search trains when no trial fails (for the ETA)."""
+        raise NotImplementedError
+
+    def task(self, name, epochs):
+        """A Task that trains trial `name` up to `epochs`."""
+        trial = self.trials[name]
+        return Task(name, trial.values, epochs, trial.origin)
+
+
+class Grid(Search):
+    """Every trial to `epochs`, in trial order, as one round."""
 
     def describe(self):
         return {"search": "grid"}
 
-    def rounds(self, trials, records):
-        """trials: {name: hparam values} in grid order; records: {name: record}, updated by the loop."""
-        tasks = [Task(n, v, self.epochs) for n, v in trials.items() if not is_done(records.get(n), self.epochs)]
+    def rounds(self, records):
+        tasks = [self.task(n, self.epochs) for n in self.trials if not is_done(records.get(n), self.epochs)]
         if tasks:
             yield tasks
 
-    def decisions(self, trials, records):
-        return []
-
-    def planned_epochs(self, n):
-        return n * self.epochs
+    def planned_epochs(self):
+        return len(self.trials) * self.epochs
 
 
-class Halving:
-    """Successive halving over the grid: rungs at min_epochs * rate**k epochs, capped, ending at `epochs`.
+class Halving(Search):
+    """Successive halving: rungs at min_epochs * rate**k epochs, capped, ending at `epochs`.
 
     At each rung the best ceil(n / rate) trials (at least one) by validation accuracy at that
     epoch go on. Ties go to the lower validation loss at that epoch, then to the trial earlier in
-    the grid, so the same records always give the same decisions. A failed trial never goes on.
+    trial order, so the same records always give the same decisions. A failed trial never goes on.
     """
 
-    def __init__(self, epochs, min_epochs, rate):
+    def __init__(self, trials, epochs, min_epochs, rate):
         if min_epochs < 1 or rate < 2:
             raise ValueError("halving needs min_epochs >= 1 and a rate of at least 2")
-        self.epochs, self.min_epochs, self.rate = epochs, min_epochs, rate
+        super().__init__(trials, epochs)
+        self.min_epochs, self.rate = min_epochs, rate
         self.rungs = []
         rung = min(min_epochs, epochs)
         while rung < epochs:
@@ -109,17 +147,17 @@ class Halving:
     def describe(self):
         return {"search": "halving", "min_epochs": self.min_epochs, "halving_rate": self.rate, "rungs": self.rungs}
 
-    def rounds(self, trials, records):
-        entered = list(trials)
+    def rounds(self, records):
+        entered = list(self.trials)
         for rung in self.rungs:
-            tasks = [Task(n, trials[n], rung) for n in entered if not is_done(records.get(n), rung)]
+            tasks = [self.task(n, rung) for n in entered if not is_done(records.get(n), rung)]
             if tasks:
                 yield tasks
-            entered = self.promote(entered, records, rung, trials)
+            entered = self.promote(entered, records, rung)
 
-    def promote(self, entered, records, rung, trials):
+    def promote(self, entered, records, rung):
         """The trials that go on from `rung`, best first."""
-        order = list(trials)
+        order = list(self.trials)
 
         def key(name):
             at = metrics_at(records[name], rung)
@@ -132,20 +170,19 @@ class Halving:
         """How a rung ranks its trials (lower first): higher validation accuracy, then lower loss."""
         return -accuracy, val_loss
 
-    def decisions(self, trials, records):
+    def decisions(self, records):
         """The rungs decided so far (every trial of the rung has its record), in order."""
-        decided, entered = [], list(trials)
+        decided, entered = [], list(self.trials)
         for rung in self.rungs:
             if not entered or not all(is_done(records.get(n), rung) for n in entered):
                 break
-            promoted = self.promote(entered, records, rung, trials)
+            promoted = self.promote(entered, records, rung)
             decided.append(Decision(rung, entered, promoted))
             entered = promoted
         return decided
 
-    def planned_epochs(self, n):
-        """Epochs the search trains over n trials when none fails (for the ETA)."""
-        total, below = 0, 0
+    def planned_epochs(self):
+        total, below, n = 0, 0, len(self.trials)
         for rung in self.rungs:
             total += n * (rung - below)
             below, n = rung, max(1, math.ceil(n / self.rate))

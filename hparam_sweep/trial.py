@@ -18,12 +18,10 @@ import contextlib
 import csv
 import datetime
 import gc
-import hashlib
 import json
 import math
 import os
 import platform
-import re
 import shlex
 import shutil
 import sys
@@ -43,8 +41,8 @@ from tensorboard.plugins.hparams import summary as hp_summary
 from hparam_sweep import device, hooks, metrics, pipeline
 from hparam_sweep.common import BACKUP_MINUTES, RunStopped, made, read_json, replaced, write_json, writing
 from hparam_sweep.model import build_model, inference_model
+from hparam_sweep.naming import TRIAL_FILE, trial_name  # noqa: F401 - trial.trial_name: a grid trial's name
 
-TRIAL_FILE = "trial.json"
 MODEL_FILE = "model.keras"  # a fully trained trial's model, as best_model.keras holds it
 HISTORY_FILE = "history.csv"
 BACKUP_DIR = "backup"
@@ -68,59 +66,6 @@ class Settings:
     mixed_precision: bool
     xla: bool
     augment_in_model: bool
-
-
-# Run folder names, which the dashboard shows as Trial IDs in a narrow column: these hparams
-# first, in this order, each value after its short label (adam-lr0.001-u256-d0.1), so that the
-# values that tell trials apart come first. An hparam not listed follows, labelled by its name.
-NAME_LABELS = {"optimizer": "", "learning_rate": "lr", "num_units": "u", "dropout": "d"}
-# A string value is used as it is only when it is safe in a folder name on Linux, macOS and
-# Windows and cannot run into another value: lower case (macOS and Windows ignore case), no "-"
-# (the separator), no leading or trailing dot, short.
-PLAIN_STRING = re.compile(r"[a-z0-9_+]([a-z0-9._+]{0,18}[a-z0-9_+])?")
-WINDOWS_RESERVED = re.compile(r"(con|prn|aux|nul|com\d|lpt\d)(\..*)?", re.IGNORECASE)
-MAX_NAME = 60
-
-
-def trial_name(values):
-    """Run folder name and dashboard Trial ID, e.g. adam-lr0.001-u256-d0.1: hparams.NAME_LABELS'
-    order, unique per combination, the same whatever else is in the grid, valid on every OS.
-
-    Numbers are written as Python's repr (the shortest form that reads back as the same float);
-    a string that is not plain is written with unsafe characters replaced, and the name then ends
-    in a hash of all the values, so that "a/b" and "a_b" still get different names.
-    """
-    order = [*(n for n in NAME_LABELS if n in values), *(n for n in values if n not in NAME_LABELS)]
-    parts, exact = [], True
-    for name in order:
-        value = values[name]
-        if isinstance(value, bool):
-            text = str(value).lower()
-        elif isinstance(value, (int, float)):
-            text = repr(value)
-        else:
-            text = str(value)
-            if not PLAIN_STRING.fullmatch(text):
-                exact = False
-                text = re.sub(r"[^a-z0-9_+]+", "_", text.lower())[:20] or "_"
-        parts.append(NAME_LABELS.get(name, name) + text)
-    name = "-".join(parts)
-    if not exact or len(name) > MAX_NAME or WINDOWS_RESERVED.fullmatch(name):
-        digest = hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:8]
-        name = f"{name[:MAX_NAME - 9]}-{digest}"
-    return name
-
-
-def old_trial_name(values):
-    """The run folder name of the first releases (num_units=256,dropout=0.1,...): logdirs written then keep working."""
-    return ",".join(f"{name}={value}" for name, value in values.items())
-
-
-def run_folder(logdir, values):
-    """The trial's run folder in logdir: one of an older run under its old name, used where it is
-    (never renamed: it holds the user's results), otherwise trial_name's."""
-    old = logdir / old_trial_name(values)
-    return old if (old / TRIAL_FILE).exists() else logdir / trial_name(values)
 
 
 class TrialFailed(Exception):
@@ -345,8 +290,9 @@ def fit(values, settings, data, run_dir, epochs, verbose="auto", backup_minutes=
     return model, summary, resumed_from, round(backup.seconds_saving, 3)
 
 
-def run(values, settings, data, run_dir, epochs=None, verbose="auto", backup_minutes=BACKUP_MINUTES):
-    """Run one trial in run_dir up to `epochs` (default: settings.epochs) and return its record.
+def run(values, settings, data, run_dir, epochs=None, verbose="auto", backup_minutes=BACKUP_MINUTES, origin=None):
+    """Run one trial in run_dir up to `epochs` (default: settings.epochs) and return its record
+    (which holds `origin`'s fields: the sampler that proposed the trial and its index there).
 
     data is the (train, validation) pair of pipeline.ImageSets. A raised exception or a NaN loss
     makes the trial a failure with its reason; Ctrl-C marks it interrupted and propagates.
@@ -363,7 +309,7 @@ def run(values, settings, data, run_dir, epochs=None, verbose="auto", backup_min
     name = run_dir.name
     earlier = read_json(run_dir / TRIAL_FILE)  # an interrupted or earlier-stopped attempt, if any
     record = {
-        "name": name, "hparams": values, "status": "running", "settings": asdict(settings),
+        "name": name, "hparams": values, **(origin or {}), "status": "running", "settings": asdict(settings),
         "seed": settings.seed, "command": shlex.join([sys.executable] + sys.argv), "environment": environment(),
         "started": now(),
         "metrics": {}, "error": None, "attempts": (earlier or {}).get("attempts", 0) + 1,
@@ -416,7 +362,7 @@ def keep_model(model, run_dir):
         inference_model(model).save(tmp)
 
 
-def record_failure(values, settings, run_dir, error):
+def record_failure(values, settings, run_dir, error, origin=None):
     """Record as failed, with the reason, a trial that its runner lost for good (its worker process or
     machine died on every attempt), as `run` records a trial that raised: trial.json and the
     HParams session end STATUS_FAILURE. Returns the record."""
@@ -425,7 +371,7 @@ def record_failure(values, settings, run_dir, error):
     name = run_dir.name
     record = read_json(run_dir / TRIAL_FILE)
     if record is None:  # lost before it wrote anything: the session needs its start too
-        record = {"name": name, "hparams": values, "settings": asdict(settings), "seed": settings.seed,
+        record = {"name": name, "hparams": values, **(origin or {}), "settings": asdict(settings), "seed": settings.seed,
                   "started": now(), "attempts": 0}
         write_session(run_dir, values, name)
     record.update(status="failure", error=error, metrics={}, finished=now())

@@ -9,7 +9,7 @@ import pytest
 from conftest import snapshot
 from tensorboard.plugins.hparams import summary_v2 as hp
 
-from hparam_sweep import experiment, grid, trial
+from hparam_sweep import experiment, grid, naming, trial
 import hparams as H
 import train
 from hparam_sweep.common import UsageError, write_json
@@ -185,10 +185,10 @@ def test_a_logdir_with_the_old_run_folder_names_is_continued_in_place(dataset, t
             "--steps-per-epoch", "2", "--quiet", "--grid", "num_units=8", "--grid", "dropout=0.1",
             "--grid", "optimizer=adam,sgd", "--grid", "learning_rate=0.01"]
     adam, sgd = ({"num_units": 8, "dropout": 0.1, "optimizer": o, "learning_rate": 0.01} for o in ("adam", "sgd"))
-    old = [trial.old_trial_name(adam), trial.old_trial_name(sgd)]
+    old = [naming.old_trial_name(adam), naming.old_trial_name(sgd)]
 
     # An older train.py: its names, and Ctrl-C once the sgd trial's first epoch is backed up.
-    monkeypatch.setattr(trial, "trial_name", trial.old_trial_name)
+    monkeypatch.setattr(naming, "trial_name", naming.old_trial_name)
     on_epoch_end = trial.Backup.on_epoch_end
 
     def interrupt(self, epoch, logs=None):

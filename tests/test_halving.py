@@ -100,3 +100,20 @@ def test_a_kill_before_a_rungs_decision_is_recorded_on_the_rerun(dataset, tmp_pa
     assert [d["epochs"] for d in decisions] == [1, 2, 3]
     (stopped,) = decisions[0]["stopped"]
     assert not (logdir / stopped / trial.BACKUP_DIR).exists()
+
+
+def test_halving_over_random_trials_decides_among_the_sampled_ones(dataset, tmp_path, capsys):
+    """--sampler random with --search halving: the two choices are independent."""
+    logdir = tmp_path / "logs"
+    argv = ["--data", str(dataset), "--logdir", str(logdir), *FAST, "--grid", "num_units=8", "--sampler", "random",
+            "--trials", "3", "--search", "halving", "--min-epochs", "1", "--halving-rate", "3"]
+    assert train.main(argv) == 0
+    assert "Rung 1 epoch(s) done: 1 of 3 go on" in capsys.readouterr().out
+    rung1, rung2 = json.loads((logdir / experiment.DECISIONS_FILE).read_text())
+    sampled = sorted(p.parent.name for p in logdir.glob(f"*/{trial.TRIAL_FILE}"))
+    assert sorted(rung1["trained"]) == sampled and [n[:4] for n in sampled] == ["000-", "001-", "002-"]
+    assert rung2["trained"] == rung1["promoted"] and len(rung1["promoted"]) == 1
+    rows = read_results(logdir)
+    assert rows[0]["run"] == rung1["promoted"][0] and [int(r[M.EPOCHS]) for r in rows] == [2, 1, 1]
+    assert json.loads((logdir / experiment.EXPERIMENT_FILE).read_text())["search"] == {
+        "search": "halving", "min_epochs": 1, "halving_rate": 3, "rungs": [1, 2], "sampler": "random"}

@@ -227,7 +227,7 @@ def test_halving_on_ray_decides_and_trains_exactly_as_the_local_loop(cluster, da
     # loop's start, before any round.
     rounds, decisions_of = [], search.Halving.decisions
     monkeypatch.setattr(search.Halving, "decisions",
-                        lambda self, trials, records: rounds.append(dict(records)) or decisions_of(self, trials, records))
+                        lambda self, records: rounds.append(dict(records)) or decisions_of(self, records))
     assert train.main(["--ray", "--logdir", str(logdir), *args]) == 0
     monkeypatch.undo()
     out = capsys.readouterr().out

@@ -17,15 +17,22 @@ def record(name, status, accuracy=None, val_loss=None, epochs=5, curve=None):
             "curve": curve or []}
 
 
+def proposed(trials):
+    """{name: values} as the Trials a sampler proposes, in that order."""
+    return [search.Trial(name, values, {"sampler": "test", "index": i}) for i, (name, values) in enumerate(trials.items())]
+
+
 def test_grid_runs_every_unfinished_trial_once_in_grid_order():
-    trials = {"a": {"x": 1}, "b": {"x": 2}, "c": {"x": 3}, "d": {"x": 4}}
+    trials = proposed({"a": {"x": 1}, "b": {"x": 2}, "c": {"x": 3}, "d": {"x": 4}})
     records = {"a": record("a", "success", 0.9, 0.1), "b": record("b", "failure"),
                "c": record("c", "success", 0.8, 0.2, epochs=1), "d": {**record("d", "interrupted")}}
-    rounds = search.Grid(5).rounds(trials, records)
-    # a finished, b failed (not retried); c stopped at epoch 1 and d was interrupted: both continue.
-    assert next(rounds) == [search.Task("c", {"x": 3}, 5), search.Task("d", {"x": 4}, 5)]
+    rounds = search.Grid(trials, 5).rounds(records)
+    # a finished, b failed (not retried); c stopped at epoch 1 and d was interrupted: both continue,
+    # each task with the trial's origin for its trial.json.
+    assert next(rounds) == [search.Task("c", {"x": 3}, 5, {"sampler": "test", "index": 2}),
+                            search.Task("d", {"x": 4}, 5, {"sampler": "test", "index": 3})]
     assert next(rounds, None) is None
-    assert list(search.Grid(5).rounds(trials, {n: record(n, "success", 0.5, 0.5) for n in trials})) == []
+    assert list(search.Grid(trials, 5).rounds({t.name: record(t.name, "success", 0.5, 0.5) for t in trials})) == []
 
 
 def test_is_done_reads_records_without_an_epoch_count_as_fully_trained():
@@ -44,13 +51,13 @@ def test_ranked_fully_trained_first_then_accuracy_then_lower_val_loss_failures_l
 @pytest.mark.parametrize("epochs, min_epochs, rate, rungs", [(5, 1, 3, [1, 3, 5]), (9, 1, 3, [1, 3, 9]), (10, 1, 3, [1, 3, 9, 10]),
                                                              (5, 2, 2, [2, 4, 5]), (1, 1, 3, [1]), (4, 5, 3, [4])])
 def test_rungs_are_min_epochs_times_powers_of_the_rate_ending_at_epochs(epochs, min_epochs, rate, rungs):
-    assert search.Halving(epochs, min_epochs, rate).rungs == rungs
+    assert search.Halving([], epochs, min_epochs, rate).rungs == rungs
 
 
-def simulate(halving, trials, accuracy):
+def simulate(halving, accuracy):
     """Run a halving search with fake training: accuracy(name, epoch) -> validation accuracy (None: fails)."""
     records, trained = {}, []
-    for tasks in halving.rounds(trials, records):
+    for tasks in halving.rounds(records):
         for task in tasks:
             trained.append((task.name, task.epochs))
             curve = [{"accuracy": accuracy(task.name, e), "val_loss": 1.0} for e in range(1, task.epochs + 1)]
@@ -62,11 +69,10 @@ def simulate(halving, trials, accuracy):
 
 
 def test_halving_trains_the_best_third_on_and_costs_68_epochs_for_36_trials():
-    trials = {f"t{i:02}": {"i": i} for i in range(36)}
-    halving = search.Halving(5, 1, 3)
-    records, trained = simulate(halving, trials, lambda name, epoch: int(name[1:]) / 100 + epoch / 1000)
-    assert halving.planned_epochs(36) == 36 + 12 * 2 + 4 * 2 == 68
-    rung1, rung3, rung5 = halving.decisions(trials, records)
+    halving = search.Halving(proposed({f"t{i:02}": {"i": i} for i in range(36)}), 5, 1, 3)
+    records, trained = simulate(halving, lambda name, epoch: int(name[1:]) / 100 + epoch / 1000)
+    assert halving.planned_epochs() == 36 + 12 * 2 + 4 * 2 == 68
+    rung1, rung3, rung5 = halving.decisions(records)
     assert (rung1.epochs, len(rung1.trained), len(rung1.promoted)) == (1, 36, 12)
     assert rung1.promoted == [f"t{i}" for i in range(35, 23, -1)]  # the best accuracies, best first
     assert (rung3.epochs, len(rung3.trained), rung3.promoted) == (3, 12, ["t35", "t34", "t33", "t32"])
@@ -82,26 +88,26 @@ def test_halving_trains_the_best_third_on_and_costs_68_epochs_for_36_trials():
 
 
 def test_halving_ties_failures_and_a_rerun_make_the_same_decisions():
-    trials = {name: {} for name in ["a", "b", "c", "d", "e", "f"]}
+    trials = proposed({name: {} for name in ["a", "b", "c", "d", "e", "f"]})
 
     def accuracy(name, epoch):
         return None if name == "a" else {"b": 0.5, "c": 0.5, "d": 0.5}.get(name, 0.4)
 
-    halving = search.Halving(3, 1, 3)
-    records, _ = simulate(halving, trials, accuracy)
-    first = halving.decisions(trials, records)[0]
-    # 6 trials, rate 3: two go on; b, c, d tie on accuracy and loss, so the grid order decides: b and c.
+    halving = search.Halving(trials, 3, 1, 3)
+    records, _ = simulate(halving, accuracy)
+    first = halving.decisions(records)[0]
+    # 6 trials, rate 3: two go on; b, c, d tie on accuracy and loss, so the trial order decides: b and c.
     assert first.promoted == ["b", "c"] and "a" in first.stopped
-    # A rerun over the same records (after a kill, say) decides the same and trains nothing more.
-    assert halving.decisions(trials, records) == halving.decisions(dict(trials), dict(records))
-    assert list(halving.rounds(trials, records)) == []
+    # A rerun over the same records (after a kill, say), by a new search, decides the same and trains nothing more.
+    assert search.Halving(trials, 3, 1, 3).decisions(dict(records)) == halving.decisions(records)
+    assert list(halving.rounds(records)) == []
 
 
 def test_a_failed_trial_never_goes_on_even_when_all_fail():
-    trials = {"a": {}, "b": {}}
-    records, trained = simulate(search.Halving(3, 1, 3), trials, lambda name, epoch: None)
+    halving = search.Halving(proposed({"a": {}, "b": {}}), 3, 1, 3)
+    records, trained = simulate(halving, lambda name, epoch: None)
     assert trained == [("a", 1), ("b", 1)]
-    assert search.Halving(3, 1, 3).decisions(trials, records)[0].promoted == []
+    assert halving.decisions(records)[0].promoted == []
 
 
 def test_search_does_not_import_tensorflow():

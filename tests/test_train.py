@@ -99,6 +99,44 @@ def test_grid_shows_up_in_the_hparams_dashboard(dataset, tmp_path, tensorboard, 
     assert loss == pytest.approx(float(best[M.VAL_LOSS]), rel=1e-5)
 
 
+def test_random_trials_are_drawn_inside_their_domains_alike_in_two_logdirs_and_shown_as_declared(
+        dataset, tmp_path, tensorboard, capsys):
+    """--sampler random --trials 4 --seed 1 twice gives the same trials; the dashboard declares each
+    domain as it is (dropout an interval), and --trials 6 later in the same logdir adds 2 trials."""
+    def run(logdir, trials):
+        argv = ["--data", str(dataset), "--logdir", str(logdir), *FAST, "--grid", "num_units=8,16",
+                "--sampler", "random", "--trials", str(trials), "--seed", "1"]
+        assert train.main(argv) == 0
+        return {name: trial_record(logdir, name) for name in (r["run"] for r in read_results(logdir))}
+
+    first, second = run(tmp_path / "a", 4), run(tmp_path / "b", 4)
+    assert len(first) == 4 and {n: r["hparams"] for n, r in first.items()} == {n: r["hparams"] for n, r in second.items()}
+    for record in first.values():
+        values = record["hparams"]
+        assert values["num_units"] in (8, 16) and values["optimizer"] in ("adam", "sgd", "rmsprop")
+        assert values["learning_rate"] in (0.001, 0.0005, 0.0001)
+        assert 0.1 < values["dropout"] < 0.2  # a RealInterval is sampled inside it, not at its ends
+        assert (record["sampler"], record["status"]) == ("random", "success")
+        assert record["name"].startswith(f"{record['index']:03d}-")
+    assert sorted(r["index"] for r in first.values()) == [0, 1, 2, 3]
+    assert (tmp_path / "a" / experiment.BEST_MODEL_FILE).is_file()
+
+    api = tensorboard(tmp_path / "a")
+    groups = api.wait_for(4)
+    declared = {h["name"]: h.get("domainDiscrete", h.get("domainInterval")) for h in api.experiment()["hparamInfos"]}
+    assert declared == {"num_units": [8, 16], "dropout": {"minValue": 0.1, "maxValue": 0.2},
+                        "optimizer": ["adam", "rmsprop", "sgd"], "learning_rate": [0.0001, 0.0005, 0.001]}
+    assert sorted(g["name"] for g in groups) == sorted(first)
+    assert all(len(g["sessions"]) == 1 and g["sessions"][0]["status"] == "STATUS_SUCCESS" for g in groups)
+
+    before = {name: snapshot(tmp_path / "a" / name) for name in first}
+    capsys.readouterr()
+    more = run(tmp_path / "a", 6)
+    assert "Reusing 4 finished trial(s)" in capsys.readouterr().out
+    assert len(more) == 6 and set(first) < set(more)
+    assert {name: snapshot(tmp_path / "a" / name) for name in first} == before  # reused, not trained again
+
+
 def test_nan_trial_is_a_failure_and_the_grid_goes_on(dataset, tmp_path, tensorboard, capsys, diverging):
     logdir = tmp_path / "logs"
     grid = ["--grid", "num_units=8", "--grid", "dropout=0.1", "--grid", "optimizer=adam,sgd", "--grid", "learning_rate=1e12"]
@@ -174,6 +212,9 @@ def test_device_flags_default_on_with_a_gpu_and_off_on_cpu_but_what_the_user_set
         (["--grid", "colour=red"], "unknown hparam 'colour'"),
         (["--grid", "num_units=many"], "'many' is not of type int"),
         (["--nonsense"], "unrecognized arguments"),
+        (["--trials", "4"], "--trials goes with --sampler random"),
+        (["--sampler", "random"], "--sampler random needs --trials N"),
+        (["--sampler", "random", "--trials", "0"], "--trials: 0 is not a positive whole number"),
     ],
 )
 def test_cli_mistakes_exit_2_with_one_line(dataset, tmp_path, capsys, argv, message):
