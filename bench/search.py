@@ -2,10 +2,12 @@
 pass over the training split), with its settings chosen on one split of the photos and judged on others.
 
     # The judgement (2026-12-06): split seeds 1-5 of the shared photos, one training seed each (= the
-    # split seed); the setting is chosen by a declared rule from the stored choice data (split seed 42):
+    # split seed); the setting is chosen by a declared rule from the stored choice data (split seed 42).
+    # Seeds 1-4 finished: bench/results/search-split-seeds-e10-cpu-2core-2026-12-06.json
     python bench/search.py --split-seeds 1,2,3,4,5 --replay-only --json search-split-seeds.json
     # The choice data itself (2026-12-02): data_split.py's default split (seed 42), training seeds 1-3,
     # with a real halving run per seed (wall ratio, and the check that the replay gives its decisions):
+    # bench/results/search-seeds-e10-cpu-2core-2026-12-02.json
     python bench/search.py --json search.json
     # A quick smoke run:
     python bench/search.py --split-seeds 7 --seeds 1 --epochs 2 --steps-per-epoch 2 --replay-only

@@ -26,6 +26,7 @@ def test_halving_continues_the_best_third_and_the_dashboard_tells_how_far_each_w
     assert train.main(argv) == 0
     out = capsys.readouterr().out
     assert "Rung 1 epoch(s) done: 1 of 3 go on (ETA of the rest" in out
+    assert out.rstrip().endswith(train.HALVING_TRUST)  # how far its pick held up on other photos
 
     (rung1, rung3) = json.loads((logdir / experiment.DECISIONS_FILE).read_text())
     assert (rung1["epochs"], len(rung1["trained"]), len(rung1["promoted"]), len(rung1["stopped"])) == (1, 3, 1, 2)
