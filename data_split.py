@@ -36,7 +36,6 @@ import argparse
 import contextlib
 import csv
 import hashlib
-import io
 import json
 import os
 import re

@@ -30,12 +30,13 @@ class RunStopped(Exception):
 
 
 def why(error):
-    """The cause of a failed write in a few words: the OS's own ("No space left on device"), also
-    out of a TensorFlow error, whose message's first line ends "PATH; CAUSE [Op:NAME]"."""
+    """The cause of a failure in a few words: the OS's own ("No space left on device"), also out of a
+    TensorFlow error, whose message's first line reads "{{function_node ...}} [PATH; ]CAUSE [Op:NAME]"."""
     if isinstance(error, OSError):
         return error.strerror or str(error)
     line = (str(getattr(error, "message", error)).splitlines() or [""])[0]
-    return re.sub(r"\s*\[Op:\w+\].*$", "", line).rpartition("; ")[2].strip() or type(error).__name__
+    line = re.sub(r"\{\{.*?\}\}\s*|\s*\[Op:\w+\].*$", "", line)
+    return line.rpartition("; ")[2].strip() or type(error).__name__
 
 
 @contextlib.contextmanager

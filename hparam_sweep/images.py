@@ -21,10 +21,11 @@ answers at once.
 
 import functools
 import io
-import re
 import struct
 
 from PIL import Image, ImageOps
+
+from hparam_sweep.common import why
 
 # Formats Pillow may decode; anything else (EPS would start Ghostscript) counts as "not an image".
 DECODE_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP", "TIFF")  # JPEG also opens MPO
@@ -105,9 +106,7 @@ def pixels(data, max_pixels=MAX_PIXELS):
         return decode(data).numpy()
     except tf.errors.InvalidArgumentError as error:
         loaded(image)  # Pillow's reason is plainer ("image file is truncated") than TensorFlow's
-        # TensorFlow's messages start with the op's node, {{function_node __wrapped__DecodeImage...}}.
-        reason = re.sub(r"\{\{.*?\}\}\s*|\s*\[Op:\w+\]", "", error.message.splitlines()[0])
-        raise BadImage(f"corrupt image: {reason}") from None
+        raise BadImage(f"corrupt image: {why(error)}") from None
 
 
 def loaded(image):
