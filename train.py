@@ -1,10 +1,11 @@
-"""Grid or random search over the hparams in hparams.py; every trial becomes one run in TensorBoard's HParams dashboard.
+"""Grid, random or TPE search over the hparams in hparams.py; every trial becomes one run in TensorBoard's HParams dashboard.
 
     python train.py --demo                       # synthetic images, small grid, a few minutes on a CPU
     python data_split.py --source ~/Downloads/dogs-vs-cats.zip
     python train.py                              # the 36-trial grid -> logs/hparam_tuning
     python train.py --grid optimizer=adam --epochs 10
     python train.py --sampler random --trials 20     # 20 trials drawn from the domains instead of the grid
+    python train.py --sampler tpe --trials 20        # 20 trials proposed by TPE (pip install -e ".[tpe]")
     tensorboard --logdir logs/hparam_tuning
 
 Rerunning the same command after a crash or Ctrl-C resumes: finished trials are skipped, an
@@ -35,6 +36,7 @@ DEFAULT_SEED = 42
 # grid's, as HALVING_TRUST says at the end of every halving run.
 DEFAULT_MIN_EPOCHS = 2
 DEFAULT_HALVING_RATE = 3
+TPE_BATCH = 4  # --sampler tpe: trials proposed at once (side by side under --ray); it costs TPE little
 HALVING_TRUST = ("How far to trust halving's pick: with the defaults (--min-epochs 2 --halving-rate 3) at 10 epochs, "
                  "on 4 splits of real photos they were not chosen on, it scored 0.0325, 0.035, 0.005 and 0.000 below "
                  "the plain grid's pick on the test split (median 0.019), and picked what the grid picked in 1 of "
@@ -94,10 +96,15 @@ def parse_args(argv):
         "(without it: a progress bar on a terminal, a line per epoch into a file or pipe)")
     add("--verbose", action="store_true", help="TensorFlow's own log lines as well, unfiltered (for bug reports); "
         "TF_CPP_MIN_LOG_LEVEL is then left as you set it")
-    add("--sampler", choices=("grid", "random"), default="grid", help="which configurations are tried: grid: every "
-        "combination of the domains (a RealInterval's two ends); random: --trials of them drawn from the domains, "
-        "seeded by --seed (default: %(default)s)")
-    add("--trials", type=positive_int, help="--sampler random: how many trials; a rerun with more reuses the first ones")
+    add("--sampler", choices=("grid", "random", "tpe"), default="grid", help="which configurations are tried: grid: "
+        "every combination of the domains (a RealInterval's two ends); random: --trials of them drawn from the "
+        "domains, seeded by --seed; tpe: --trials of them proposed by Optuna's TPE from the results so far "
+        "(pip install -e \".[tpe]\") (default: %(default)s)")
+    add("--trials", type=positive_int, help="--sampler random or tpe: how many trials; a rerun with more reuses the "
+        "first ones")
+    add("--tpe-batch", type=positive_int, default=TPE_BATCH, help="--sampler tpe: trials proposed at once, side by "
+        "side with --ray; part of the experiment (the same batch gives the same trials, with --ray or without) "
+        "(default: %(default)s)")
     add("--search", choices=("grid", "halving"), default="grid", help="grid: every trial for --epochs; halving: "
         "every trial for --min-epochs, then only the best 1/--halving-rate go on, rung by rung, to --epochs "
         "(default: %(default)s)")
@@ -125,10 +132,13 @@ def parse_args(argv):
         parser.error("--no-cache and --cache-dir contradict each other: pick one")
     if args.cpus_per_trial <= 0 or args.max_retries < 0:
         parser.error("--cpus-per-trial must be more than 0, --max-retries 0 or more")
-    if args.sampler == "random" and args.trials is None:
-        parser.error("--sampler random needs --trials N: how many trials to draw")
-    if args.sampler != "random" and args.trials is not None:
-        parser.error("--trials goes with --sampler random (a grid's trials are its combinations)")
+    if args.sampler != "grid" and args.trials is None:
+        parser.error(f"--sampler {args.sampler} needs --trials N: how many trials to try")
+    if args.sampler == "grid" and args.trials is not None:
+        parser.error("--trials goes with --sampler random or tpe (a grid's trials are its combinations)")
+    if args.sampler == "tpe" and args.search == "halving":
+        parser.error("--sampler tpe learns from fully trained trials: it goes with --search grid, not halving "
+                     "(--sampler random does)")
     if args.halving_rate < 2:
         parser.error("--halving-rate must be at least 2")
     if args.backup_minutes < 0:
@@ -217,18 +227,24 @@ def _main(args):
 
         domains = grid.override(hparams.HPARAMS, args.grid)
         sampling = (sampler.RandomSampler(domains, hparams.LOG_SCALE, args.seed, args.trials)
-                    if args.sampler == "random" else sampler.GridSampler(domains))
+                    if args.sampler == "random" else
+                    sampler.TPESampler(domains, hparams.LOG_SCALE, args.seed, args.trials, args.tpe_batch)
+                    if args.sampler == "tpe" else sampler.GridSampler(domains))
         with experiment.locked(args.logdir):
             if args.demo:
                 data_split.prepare_demo(args.data)
             pipeline.check_data(args.data)
             if args.restart and (moved := experiment.move_aside(args.logdir)):
                 print(f"Earlier results moved to {moved}")
-            trials = sampling.trials(args.logdir)
             settings, executor = make_executor(args, cluster)
-            searcher = (search.Halving(trials, args.epochs, args.min_epochs, args.halving_rate)
-                        if args.search == "halving" else search.Grid(trials, args.epochs))
-            experiment.prepare(args.logdir, settings, domains, {**searcher.describe(), **sampling.describe()})
+            if args.sampler == "tpe":  # proposes its trials batch by batch, from the results
+                searcher = search.Sequential(sampling, args.epochs)
+            elif args.search == "halving":
+                searcher = search.Halving(sampling.trials(args.logdir), args.epochs, args.min_epochs, args.halving_rate)
+            else:
+                searcher = search.Grid(sampling.trials(args.logdir), args.epochs)
+            experiment.prepare(args.logdir, settings, domains, {**searcher.describe(), **sampling.describe()},
+                               sampling.domains())
             records = loop.run_search(searcher, settings, domains, args.logdir, executor)
             return finish(args, records)  # under the lock: the test score is written into the logdir
 

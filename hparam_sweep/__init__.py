@@ -6,13 +6,16 @@ train.py as arguments):
 
     loop.py        the one search loop, and the in-process executor
     parallel.py    the Ray executor
-    sampler.py     which configurations are tried (--sampler): the grid, or seeded random draws
-    search.py      the Search interface; Grid and Halving: which trials run next, to how many epochs; the ranking
+    sampler.py     which configurations are tried (--sampler): the grid, seeded random draws, or TPE (Optuna)
+    search.py      the Search interface; Grid, Halving, Sequential: which trials run next, to how many epochs; the ranking
     experiment.py  the logdir: settings check, lock, results.csv, halving.json, best_model.keras
     evaluate.py    the chosen model's one test score
     trial.py       one trial in its run folder: train, back up, resume, record
+    runlog.py      what a run folder holds for TensorBoard: history.csv, the epoch curves, the HParams session
     model.py       build_model: the CNN (change the model here)
     pipeline.py    the images: checked, decoded once, served as batches
+    splitting.py   data_split.py's work: check, split and place the images of a source
+    sources.py     what a source holds: folders, zips, nested zips, and each image's class
     images.py      the one decode: a file to upright RGB pixels and the model's input (predict.py's too)
     augment.py     the tutorial's augmentation as one affine warp per image
     imagecache.py  the decode cache

@@ -23,20 +23,14 @@ from dataclasses import asdict
 import tensorflow as tf
 from tensorboard.plugins.hparams import summary_v2 as hp
 
-from hparam_sweep import metrics, search, trial
+from hparam_sweep import metrics, sampler, search, trial
 from hparam_sweep.common import FINISHED, UsageError, made, read_json, replaced, write_json, writing
-from hparam_sweep.grid import grid_values
 
 EXPERIMENT_FILE = "experiment.json"
 RESULTS_FILE = "results.csv"
 DECISIONS_FILE = "halving.json"
 BEST_MODEL_FILE = "best_model.keras"
 BEST_FILE = ".best.json"  # the record best_model.keras was copied from (see keep_best)
-
-
-def hparam_domains(hparams):
-    """The grid's domains as plain JSON, to tell whether the experiment's config changed."""
-    return {h.name: grid_values(h) for h in hparams}
 
 
 def recorded_settings(logdir, recorded):
@@ -74,11 +68,13 @@ def recorded_search(logdir, recorded, search):
     return {"search": "halving", "rungs": rungs}
 
 
-def prepare(logdir, settings, hparams, search):
+def prepare(logdir, settings, hparams, search, domains=None):
     """Create or check the experiment: earlier trials' settings and the search must match, its
-    hparams_config is current. search is the search's own description (search.Grid.describe())."""
+    hparams_config is current. search is the search's and sampler's description (search.Grid.describe()),
+    domains the sampler's (by default the grid's: each hparam's grid values)."""
     made(logdir)
-    current = {"settings": asdict(settings), "domains": hparam_domains(hparams), "search": search}
+    domains = domains or sampler.GridSampler(hparams).domains()
+    current = {"settings": asdict(settings), "domains": domains, "search": search}
     recorded = read_json(logdir / EXPERIMENT_FILE)
     earlier_search = recorded_search(logdir, recorded, search)
     if earlier_search != search:

@@ -72,12 +72,8 @@ def print_decision(decision, last_rung, eta):
 def reuse_records(logdir, trials, settings):
     """{name: record} of the trials ({name: search.Trial}) that a rerun reuses, said on the console."""
     records = experiment.reusable_records(logdir, trials, settings)
-    others = experiment.other_trials(logdir, trials)
     if records:
         print(f"Reusing {len(records)} finished trial(s) from {logdir}; {len(trials) - len(records)} to run.")
-    if others:
-        print(f"{len(others)} other trial(s) in {logdir} are not among this search's trials: left as they are, "
-              f"not ranked.")
     return records
 
 
@@ -95,17 +91,26 @@ class Eta:
 def run_search(searcher, settings, hparams, logdir, executor):
     """Run the search (a search.Search) in logdir with `executor`; return the records of the trials
     it proposed."""
-    records = reuse_records(logdir, searcher.trials, settings)
+    records = {}
 
-    def trained():
-        return sum(search.epochs_trained(r) for r in records.values() if r["status"] == "success")
+    def trained(among):
+        """Epochs the successful trials among these records trained."""
+        return sum(search.epochs_trained(r) for r in among.values() if r["status"] == "success")
+
+    def adopt(trials):
+        """Take in an earlier run's records of these proposed trials: all of them before the first
+        round, or a batch at a time as a Sequential search proposes it."""
+        found = reuse_records(logdir, {t.name: t for t in trials}, settings)
+        records.update(found)
+        eta.trained_before += trained(found)
+        record_results()  # before the first round too: a changed --grid may have another rank 1 among the reused
 
     def record_decisions(decided):
         """Say and save the rungs decided since halving.json's last one (a run killed between a
         rung's last trial and its decision records it now); return how many there are."""
         decisions = searcher.decisions(records)
         for decision in decisions[decided:]:
-            print_decision(decision, settings.epochs, eta.seconds(trained()))
+            print_decision(decision, settings.epochs, eta.seconds(trained(records)))
             for name in decision.stopped if decision.epochs < settings.epochs else []:
                 trial.discard_backup(logdir / name)  # never continued: its training state is only disk
         experiment.write_decisions(logdir, decisions)
@@ -116,10 +121,10 @@ def run_search(searcher, settings, hparams, logdir, executor):
         experiment.write_results(logdir, ranked, hparams)
         experiment.keep_best(logdir, ranked, settings.epochs)
 
-    record_results()  # a changed --grid may have another rank 1 among the reused trials
-    eta = Eta(searcher.planned_epochs(), trained())
+    eta = Eta(searcher.planned_epochs(), 0)
+    adopt(list(searcher.trials.values()))
     decided = record_decisions(experiment.recorded_decisions(logdir))
-    for tasks in searcher.rounds(records):
+    for tasks in searcher.rounds(records, adopt):
         labels = {task.name: f"[{k}/{len(tasks)}]" for k, task in enumerate(tasks, 1)}
         values = {task.name: task.values for task in tasks}
 
@@ -130,7 +135,10 @@ def run_search(searcher, settings, hparams, logdir, executor):
             name = record["name"]
             records[name] = record
             record_results()
-            print(outcome_line(labels[name], values[name], record, eta.seconds(trained())), flush=True)
+            print(outcome_line(labels[name], values[name], record, eta.seconds(trained(records))), flush=True)
         hooks.point("round")  # tests: a kill between a round's last trial and its decisions
         decided = record_decisions(decided)
+    if others := experiment.other_trials(logdir, searcher.trials):
+        print(f"{len(others)} other trial(s) in {logdir} are not among this search's trials: left as they are, "
+              f"not ranked.")
     return list(records.values())

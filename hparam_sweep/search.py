@@ -8,10 +8,12 @@ them, puts their records into the dict it shares with the search, and asks for t
 Decisions are pure functions of the records, so a rerun after a kill makes the same ones.
 
 Which configurations the trials are is the sampler's choice (sampler.py); how far each trains, the
-search's. Two searches, over any sampler's trials:
-- Grid: every trial to `epochs`.
+search's. Three searches:
+- Grid: every trial to `epochs`, over a sampler's trials proposed at once (grid, random).
 - Halving (successive halving, Jamieson & Talwalkar 2016): every trial to the first rung, then
   only the best 1/rate of them to the next rung, and so on; the last rung is `epochs`.
+- Sequential: every trial to `epochs`, a batch at a time, as a sampler that learns from the results
+  (TPE) proposes them from the records of the batches before.
 """
 
 import math
@@ -91,8 +93,11 @@ class Search:
         """What experiment.json records of it: a rerun with another description is refused."""
         raise NotImplementedError
 
-    def rounds(self, records):
-        """The rounds of Tasks still to run, one list at a time (the loop runs one before asking for the next)."""
+    def rounds(self, records, adopt=None):
+        """The rounds of Tasks still to run, one list at a time (the loop runs one before asking for
+        the next). A search that proposes trials as it goes calls adopt(trials) on each it proposes:
+        the loop puts an earlier run's records of them into `records` (those of `trials` it took in
+        before the first round)."""
         raise NotImplementedError
 
     def decisions(self, records):
@@ -115,13 +120,37 @@ class Grid(Search):
     def describe(self):
         return {"search": "grid"}
 
-    def rounds(self, records):
+    def rounds(self, records, adopt=None):
         tasks = [self.task(n, self.epochs) for n in self.trials if not is_done(records.get(n), self.epochs)]
         if tasks:
             yield tasks
 
     def planned_epochs(self):
         return len(self.trials) * self.epochs
+
+
+class Sequential(Search):
+    """Every trial to `epochs`, a batch of them a round, as `sampler.batches(records)` proposes them:
+    each batch from the records of the ones before, which a killed run's rerun has again."""
+
+    def __init__(self, sampler, epochs):
+        super().__init__([], epochs)
+        self.sampler = sampler
+
+    def describe(self):
+        return {"search": "grid"}  # how far each trains: as the grid
+
+    def rounds(self, records, adopt=None):
+        for batch in self.sampler.batches(records):
+            self.trials.update((t.name, t) for t in batch)
+            if adopt:
+                adopt(batch)
+            tasks = [self.task(t.name, self.epochs) for t in batch if not is_done(records.get(t.name), self.epochs)]
+            if tasks:
+                yield tasks
+
+    def planned_epochs(self):
+        return self.sampler.count * self.epochs
 
 
 class Halving(Search):
@@ -147,7 +176,7 @@ class Halving(Search):
     def describe(self):
         return {"search": "halving", "min_epochs": self.min_epochs, "halving_rate": self.rate, "rungs": self.rungs}
 
-    def rounds(self, records):
+    def rounds(self, records, adopt=None):
         entered = list(self.trials)
         for rung in self.rungs:
             tasks = [self.task(n, rung) for n in entered if not is_done(records.get(n), rung)]

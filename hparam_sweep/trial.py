@@ -9,13 +9,14 @@ A trial trains one hparam combination to a given epoch count and leaves in its r
     model.keras           the trained model once the trial is fully trained (`keep_model`)
     backup/               the training state while the trial is unfinished (`Backup`)
 
+runlog.py writes and reads the logs TensorBoard shows (history.csv, the curves, the session).
+
 Calling `run` again on the same folder continues from the backup, at the step it was taken:
 after a crash, or with a higher epoch count once the trial has reached a lower one. Under
 --deterministic the result is bit-identical to an uninterrupted run's.
 """
 
 import contextlib
-import csv
 import datetime
 import gc
 import json
@@ -33,21 +34,17 @@ from pathlib import Path
 import keras
 import numpy as np
 import tensorflow as tf
-from tensorboard.backend.event_processing import event_accumulator
-from tensorboard.plugins.hparams import api as hp
 from tensorboard.plugins.hparams import api_pb2
-from tensorboard.plugins.hparams import summary as hp_summary
 
 from hparam_sweep import device, hooks, metrics, pipeline
 from hparam_sweep.common import BACKUP_MINUTES, RunStopped, made, read_json, replaced, write_json, writing
 from hparam_sweep.model import build_model, inference_model
 from hparam_sweep.naming import TRIAL_FILE, trial_name  # noqa: F401 - trial.trial_name: a grid trial's name
+from hparam_sweep.runlog import HISTORY_FILE, EpochLog, read_history, write_session
 
 MODEL_FILE = "model.keras"  # a fully trained trial's model, as best_model.keras holds it
-HISTORY_FILE = "history.csv"
 BACKUP_DIR = "backup"
 TIME_FILE = "seconds.json"  # in BACKUP_DIR: the seconds trained up to the backup, over all attempts and rungs
-CURVE_GROUPS = ("train", "validation")  # the Keras TensorBoard callback's folders
 
 
 @dataclass(frozen=True)
@@ -70,42 +67,6 @@ class Settings:
 
 class TrialFailed(Exception):
     """A trial that ran but produced no usable model (its loss went NaN)."""
-
-
-def read_history(path):
-    """Per-epoch rows of history.csv, one per epoch (a repeated epoch keeps its last row)."""
-    if not path.exists():
-        return []
-    with path.open(newline="") as f:
-        rows = {int(row["epoch"]): row for row in csv.DictReader(f)}
-    return [{k: float(v) for k, v in rows[e].items()} for e in sorted(rows)]
-
-
-def write_history(path, rows):
-    """Rewrite history.csv from rows (CSVLogger's columns), atomically.
-
-    Not Keras' CSVLogger: it appends, so an epoch replayed after a kill would get a second row;
-    the file is rewritten here from the backup's own rows instead.
-    """
-    with replaced(path) as tmp, tmp.open("w", newline="") as f:
-        writer = csv.DictWriter(f, ["epoch"] + sorted({k for row in rows for k in row} - {"epoch"}))
-        writer.writeheader()
-        writer.writerows(rows)
-
-
-def read_curves(run_dir):
-    """{(group, tag): [(epoch, value), ...]} of the epoch curves under run_dir/{train,validation},
-    as TensorBoard reads them: every point of every event file, duplicates included, in file order."""
-    curves = {}
-    for group in CURVE_GROUPS:
-        if not (Path(run_dir) / group).is_dir():
-            continue
-        events = event_accumulator.EventAccumulator(
-            str(Path(run_dir) / group), size_guidance={event_accumulator.TENSORS: 0}, purge_orphaned_data=False
-        ).Reload()
-        for tag in events.Tags()[event_accumulator.TENSORS]:
-            curves[(group, tag)] = [(e.step, float(tf.make_ndarray(e.tensor_proto))) for e in events.Tensors(tag)]
-    return curves
 
 
 class Backup(keras.callbacks.Callback):
@@ -147,8 +108,8 @@ class Backup(keras.callbacks.Callback):
                 self.resumed_metrics = [v.numpy() for v in self.metrics]
         self.seconds_saving = 0.0
         self.saved_at = time.monotonic()
-        self.writers = {}
-        self.write_logs(self.rows())
+        self.log = EpochLog(run_dir)
+        self.log.write(self.rows())
 
     def rows(self):
         """The finished epochs' history rows."""
@@ -186,32 +147,6 @@ class Backup(keras.callbacks.Callback):
                 with contextlib.suppress(OSError):
                     path.unlink()
 
-    def write_logs(self, rows):
-        """Bring history.csv and the TensorBoard epoch curves in line with rows, writing only the
-        points that are missing: a point already in an event file is never written twice."""
-        if rows or (self.run_dir / HISTORY_FILE).exists():
-            write_history(self.run_dir / HISTORY_FILE, rows)
-        hooks.point("history")
-        logged = {(group, tag, step) for (group, tag), points in read_curves(self.run_dir).items() for step, _ in points}
-        for group in CURVE_GROUPS:
-            # The Keras TensorBoard callback's folders and tags, which hparams.METRICS name.
-            prefix = "val_" if group == "validation" else ""
-            points = [
-                ("epoch_" + key.removeprefix(prefix), int(row["epoch"]), value)
-                for row in rows
-                for key, value in row.items()
-                if key != "epoch" and key.startswith("val_") == (group == "validation")
-            ]
-            points = [p for p in points if (group, p[0], p[1]) not in logged]
-            if points:
-                with writing(f"cannot write the curves in {self.run_dir / group}", tf.errors.OpError):
-                    if group not in self.writers:
-                        self.writers[group] = tf.summary.create_file_writer(str(self.run_dir / group))
-                    with self.writers[group].as_default():
-                        for tag, epoch, value in points:
-                            tf.summary.scalar(tag, value, step=epoch)
-                    self.writers[group].flush()
-
     def on_epoch_begin(self, epoch, logs=None):
         if self.resumed_metrics is not None:  # fit has just reset the interrupted epoch's accumulators
             for variable, value in zip(self.metrics, self.resumed_metrics):
@@ -231,12 +166,10 @@ class Backup(keras.callbacks.Callback):
         self.history.assign(json.dumps(rows))
         if not self.model.stop_training:
             self.save()
-        self.write_logs(rows)
+        self.log.write(rows)
 
     def close(self):
-        for group, writer in self.writers.items():
-            with writing(f"cannot write the curves in {self.run_dir / group}", tf.errors.OpError):
-                writer.close()
+        self.log.close()
 
 
 def fit(values, settings, data, run_dir, epochs, verbose="auto", backup_minutes=BACKUP_MINUTES):
@@ -394,25 +327,6 @@ def discard_backup(run_dir):
 def load(run_dir):
     """The trial.json record in run_dir, or None."""
     return read_json(Path(run_dir) / TRIAL_FILE)
-
-
-def write_session(run_dir, values, name, status=None, summary=None):
-    """Write the HParams session start, or its end with a status and the summary metrics.
-
-    hp.KerasCallback is not used: it always ends a session with STATUS_SUCCESS, and a failed
-    or NaN trial must show as STATUS_FAILURE.
-    """
-    with writing(f"cannot write the HParams session in {run_dir}", tf.errors.OpError):
-        writer = tf.summary.create_file_writer(str(run_dir))
-        with writer.as_default():
-            if status is None:
-                hp.hparams(values, trial_id=name)
-            else:
-                for tag, value in (summary or {}).items():
-                    tf.summary.scalar(tag, value, step=0)
-                pb = hp_summary.session_end_pb(status)
-                tf.summary.experimental.write_raw_pb(pb.SerializeToString(), step=0)
-        writer.close()
 
 
 def environment():

@@ -213,8 +213,8 @@ def snapshot(folder):
 def trial_outcome(run_dir):
     """What an exact resume must reproduce: trial.json's metrics (but wall time), history.csv and
     every TensorBoard epoch-curve point, duplicates included."""
-    from hparam_sweep import trial
+    from hparam_sweep import runlog, trial
 
     metrics = dict(json.loads((run_dir / trial.TRIAL_FILE).read_text())["metrics"])
     del metrics[M.WALL_TIME]
-    return metrics, (run_dir / trial.HISTORY_FILE).read_text(), trial.read_curves(run_dir)
+    return metrics, (run_dir / runlog.HISTORY_FILE).read_text(), runlog.read_curves(run_dir)

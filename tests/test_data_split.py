@@ -11,6 +11,7 @@ import stat
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import warnings
 import zipfile
@@ -22,7 +23,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from hparam_sweep import common, images
+from hparam_sweep import common, images, splitting
+from hparam_sweep.sources import Entry
 import data_split
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -180,8 +182,8 @@ def test_flat_folder_gives_keras_layout_manifest_and_summary(tmp_path, capsys):
     splits = [(r["label"], r["split"]) for r in rows]
     assert splits.count(("cat", "validation")) == splits.count(("dog", "validation")) == 2  # stratified 20%
     assert splits.count(("cat", "test")) == splits.count(("dog", "test")) == 1  # and 10%
-    assert re.search(r"^train\s+7\s+7$", out, re.M) and re.search(r"^validation\s+2\s+2$", out, re.M)
-    assert re.search(r"^test\s+1\s+1$", out, re.M) and "20% validation, 10% test" in out
+    assert re.search(r"^\s+train\s+validation\s+test$", out, re.M) and "20% validation, 10% test" in out
+    assert re.search(r"^cats\s+7\s+2\s+1$", out, re.M) and re.search(r"^dogs\s+7\s+2\s+1$", out, re.M)
     assert "rejected 0" in out
     assert read_csv(dest / data_split.REJECTED) == []
     assert json.loads((dest / data_split.SPLIT_JSON).read_text())["seed"] == 42
@@ -206,7 +208,7 @@ def test_kaggle_zip_forms_match_the_extracted_folder(tmp_path, capsys, monkeypat
         assert code == 0
         results[source.name] = assignment(dest)
         assert len(results[source.name]) == 12
-    monkeypatch.setattr(data_split, "SPOOL_BYTES", 1000)  # a nested zip too big for memory goes into DEST
+    monkeypatch.setattr("hparam_sweep.sources.SPOOL_BYTES", 1000)  # a nested zip too big for memory goes into DEST
     assert run(capsys, "--source", tmp_path / "dogs-vs-cats.zip", "--dest", tmp_path / "spilled")[0] == 0
     results["spilled"] = assignment(tmp_path / "spilled")
     assert results["train"] == results["train.zip"] == results["dogs-vs-cats.zip"] == results["spilled"]
@@ -271,6 +273,87 @@ def test_crafted_zip_writes_nothing_outside_dest_and_says_why(tmp_path, capsys, 
     }
     assert "4 unsafe archive entry" in out
     assert len(read_csv(tmp_path / "out" / "data" / data_split.MANIFEST)) == 6
+
+
+# ---------------------------------------------------------------- any classes, any names
+
+
+FLOWERS = {"daisy": 10, "roses": 12, "sunflowers": 7, "tulips": 9}  # different sizes, so stratifying shows
+
+
+def flower_files() -> dict[str, bytes]:
+    """A class-folder download with its classes at three depths, one inside a nested zip, beside a
+    license, a split-named folder over a class and an image in a test/ folder, which has no class."""
+    images = {name: [jpeg(3000 + 100 * k + i) for i in range(n)] for k, (name, n) in enumerate(FLOWERS.items())}
+    return {
+        **{f"flowers/daisy/{i}.jpg": data for i, data in enumerate(images["daisy"])},
+        **{f"flowers/train/roses/{i}.jpg": data for i, data in enumerate(images["roses"])},
+        **{f"flowers/more/tulips/{i}.jpg": data for i, data in enumerate(images["tulips"])},
+        "flowers/extra.zip": zip_bytes({f"sunflowers/{i}.jpg": data for i, data in enumerate(images["sunflowers"])}),
+        "flowers/test/unknown.jpg": jpeg(2999),
+        "flowers/LICENSE.txt": b"CC-BY",
+    }
+
+
+def test_class_folders_at_any_depth_in_a_folder_or_a_zip_give_stratified_splits_of_every_class(tmp_path, capsys):
+    folder = write_files(tmp_path / "download", flower_files()) / "flowers"
+    (tmp_path / "flowers.zip").write_bytes(zip_bytes(flower_files()))
+    results = {}
+    for source in (folder, tmp_path / "flowers.zip"):
+        dest = tmp_path / f"out-{source.name}"
+        code, out, _ = run(capsys, "--source", source, "--dest", dest)
+        assert code == 0
+        assert json.loads((dest / data_split.SPLIT_JSON).read_text())["classes"] == sorted(FLOWERS)
+        for split in ("train", "validation", "test"):
+            assert sorted(p.name for p in (dest / split).iterdir()) == sorted(FLOWERS)
+        rows = read_csv(dest / data_split.MANIFEST)
+        assert all(row["path"].split("/")[1] == row["label"] for row in rows)
+        counts = Counter((r["label"], r["split"]) for r in rows)
+        for name, n in FLOWERS.items():  # round(20%) and round(10%) of each class, and at least one
+            assert counts[name, "validation"] == max(1, round(0.2 * n)) and counts[name, "test"] == max(1, round(0.1 * n))
+            assert counts[name, "train"] == n - counts[name, "validation"] - counts[name, "test"]
+            assert re.search(rf"^{name}\s+{counts[name, 'train']}\s+{counts[name, 'validation']}\s+"
+                             rf"{counts[name, 'test']}$", out, re.M)
+        assert_no_image_in_two_splits(dest)
+        assert "of 4 classes" in out and "ignored: 1 unlabelled images, 1 non-image files" in out
+        assert not re.search(r"\b(cats?|dogs?)\b", out, re.I)
+        results[source.name] = {(r["path"], r["split"], r["sha256"]) for r in rows}
+    assert results["flowers"] == results["flowers.zip"]  # extracted or not, the same split
+
+
+def test_a_class_with_too_few_images_is_refused_in_one_line(tmp_path, capsys):
+    files = {f"photos/{name}/{i}.jpg": jpeg(100 * k + i) for k, name in enumerate(("owls", "hawks")) for i in range(6)}
+    files |= {"photos/wrens/0.jpg": jpeg(900), "photos/wrens/1.jpg": jpeg(901), "photos/wrens/2.jpg": jpeg(900),
+              "photos/wrens/3.jpg": b"not a picture"}  # 4 files, 2 different usable images
+    source = write_files(tmp_path / "in", files) / "photos"
+    code, out, err = run(capsys, "--source", source, "--dest", tmp_path / "data")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert err.strip() == ("data_split.py: error: too few images to split: wrens/ has 2; each class needs at least 3 "
+                           "different usable images (copies of one count once), one for each of train/, validation/ "
+                           "and test/")
+    assert not (tmp_path / "data").exists()
+    code, out, _ = run(capsys, "--source", source, "--dest", tmp_path / "data", "--test-fraction", 0)  # 2 splits: enough
+    assert code == 0
+    wrens = {r["source"].split("/")[-1]: r["split"] for r in read_csv(tmp_path / "data" / data_split.MANIFEST)
+             if r["label"] == "wrens"}
+    assert wrens["0.jpg"] == wrens["2.jpg"] != wrens["1.jpg"]  # copies of one image stay together
+
+
+@pytest.mark.parametrize("case", ["one-class", "no-class", "case-clash"])
+def test_a_source_without_two_classes_is_refused_in_one_line(tmp_path, capsys, case):
+    files = {
+        "one-class": {f"flowers/daisy/{i}.jpg": jpeg(i) for i in range(5)},
+        "no-class": {f"train/{i}.jpg": jpeg(i) for i in range(5)},  # a split's folder, and no class below it
+        "case-clash": {f"flowers/{name}/{i}.jpg": jpeg(10 * k + i) for k, name in enumerate(("Roses", "roses"))
+                       for i in range(4)},
+    }[case]
+    (tmp_path / "in.zip").write_bytes(zip_bytes(files))
+    code, _, err = run(capsys, "--source", tmp_path / "in.zip", "--dest", tmp_path / "data")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert {"one-class": f"only one class in {tmp_path / 'in.zip'} (daisy/): a classifier needs two or more",
+            "no-class": "no images in class folders",
+            "case-clash": "class folders Roses and roses differ only in case"}[case] in err
+    assert not re.search(r"\b(cats?|dogs?)\b", err, re.I) and not (tmp_path / "data").exists()
 
 
 # ---------------------------------------------------------------- bad and special images
@@ -443,14 +526,14 @@ def test_nested_zips_are_read_to_max_depth_and_broken_ones_reported(tmp_path, ca
     level3 = zip_bytes({"cat.30.jpg": jpeg(30), "d4.zip": level4})
     level2 = zip_bytes({"cat.20.jpg": jpeg(20), "d3.zip": level3})
     truncated = zip_bytes({"dog.50.jpg": jpeg(50)})
-    outer = {**{f"train/{n}": d for n, d in kaggle_images(2).items()}, "d2.zip": level2,
+    outer = {**{f"train/{n}": d for n, d in kaggle_images(3).items()}, "d2.zip": level2,
              "garbage.zip": b"PK\x03\x04 not really a zip", "truncated.zip": truncated[:len(truncated) // 2]}
     (tmp_path / "all.zip").write_bytes(zip_bytes(outer))
     code, out, err = run(capsys, "--source", tmp_path / "all.zip", "--dest", tmp_path / "data")
     assert code == 0 and "Traceback" not in out + err
     sources = {r["source"] for r in read_csv(tmp_path / "data" / data_split.MANIFEST)}
     assert {"all.zip!d2.zip!cat.20.jpg", "all.zip!d2.zip!d3.zip!cat.30.jpg"} <= sources  # depth 2 and 3
-    assert len(sources) == 6
+    assert len(sources) == 8
     reasons = {r["source"]: r["reason"] for r in read_csv(tmp_path / "data" / data_split.REJECTED)}
     assert reasons.pop("all.zip!d2.zip!d3.zip!d4.zip") == "archive nested deeper than 3 levels"
     assert sorted(reasons) == ["all.zip!garbage.zip", "all.zip!truncated.zip"]
@@ -459,7 +542,7 @@ def test_nested_zips_are_read_to_max_depth_and_broken_ones_reported(tmp_path, ca
 
 def test_workers_flag_sets_the_threads_and_not_the_result(tmp_path, capsys, monkeypatch):
     source = write_files(tmp_path / "train", kaggle_images(6) | {"cat.9.jpg": encoded(upright_test_image(), "PNG")})
-    check_entry, threads, calls, lock = data_split.check_entry, {}, [], threading.Lock()
+    check_entry, threads, calls, lock = splitting.check_entry, {}, [], threading.Lock()
     barrier = threading.Barrier(3)
 
     def recording(*args):
@@ -471,7 +554,7 @@ def test_workers_flag_sets_the_threads_and_not_the_result(tmp_path, capsys, monk
             barrier.wait(timeout=60)  # passes only once 3 threads check images at the same time
         return check_entry(*args)
 
-    monkeypatch.setattr(data_split, "check_entry", recording)
+    monkeypatch.setattr(splitting, "check_entry", recording)
     for workers in (1, 3):
         code, out, _ = run(capsys, "--source", source, "--dest", tmp_path / f"out-{workers}", "--workers", workers)
         assert code == 0 and f"with {workers} threads" in out
@@ -523,8 +606,8 @@ def test_a_failed_write_into_dest_stops_the_run_in_one_line(tmp_path, capsys, mo
         raise OSError(errno.ENOSPC, "No space left on device", str(dest / "manifest.csv") if where == "manifest" else None)
 
     target = {"copy": (data_split.Path, "write_bytes"), "convert": (Image.Image, "save"),
-              "nested-zip": (data_split.tempfile.SpooledTemporaryFile, "write"),
-              "manifest": (data_split, "write_csv")}[where]
+              "nested-zip": (tempfile.SpooledTemporaryFile, "write"),
+              "manifest": (splitting, "write_csv")}[where]
     monkeypatch.setattr(*target, disk_full)
     code, out, err = run(capsys, "--source", source, "--dest", dest)
     assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1
@@ -584,6 +667,28 @@ def test_byte_identical_duplicates_never_span_both_splits(tmp_path, capsys):
                        "train/dog.999.jpg": "same image labelled both cat and dog"}
 
 
+def test_two_classes_are_split_exactly_as_before():
+    """split_groups generalised to any number of classes gives a cats-vs-dogs source the assignment of
+    the two-class version, pinned here on content hashes that no image encoder can change."""
+
+    def kept(label, n):
+        return [splitting.Checked(Entry(f"{label}.{i}.jpg", f"{label}.{i}.jpg", label, bytes),
+                                  hashlib.sha256(f"{label}.{i}".encode()).hexdigest()) for i in range(n)]
+
+    images = kept("cat", 20) + kept("dog", 15)
+
+    def held_out(seed, val_fraction, test_fraction):
+        split = data_split.split_groups(images, val_fraction, seed, test_fraction)
+        return {name: sorted(c.entry.name for c in images if split[c.sha256] == name) for name in ("validation", "test")}
+
+    assert held_out(42, 0.2, 0.1) == {
+        "validation": ["cat.1.jpg", "cat.11.jpg", "cat.6.jpg", "cat.9.jpg", "dog.2.jpg", "dog.4.jpg", "dog.5.jpg"],
+        "test": ["cat.19.jpg", "cat.5.jpg", "dog.0.jpg", "dog.6.jpg"]}
+    assert held_out(7, 0.25, 0) == {
+        "validation": ["cat.16.jpg", "cat.19.jpg", "cat.5.jpg", "cat.6.jpg", "cat.9.jpg",
+                       "dog.13.jpg", "dog.14.jpg", "dog.3.jpg", "dog.9.jpg"], "test": []}
+
+
 def two_sizes(cats: int, dogs: int) -> dict[str, bytes]:
     """cat.N.jpg / dog.N.jpg with other counts per class, all different bytes."""
     return {f"cat.{i}.jpg": jpeg(i) for i in range(cats)} | {f"dog.{i}.jpg": jpeg(1000 + i) for i in range(dogs)}
@@ -605,8 +710,7 @@ def test_three_way_split_is_stratified_complete_leak_free_and_in_the_manifest(tm
         ("cat", "validation"): 4, ("cat", "test"): 6, ("cat", "train"): 10,
         ("dog", "validation"): 6, ("dog", "test"): 9, ("dog", "train"): 15}
     assert_no_image_in_two_splits(dest)
-    assert re.search(r"^validation\s+4\s+6$", out, re.M) and re.search(r"^test\s+6\s+9$", out, re.M)
-    assert re.search(r"^train\s+10\s+15$", out, re.M)
+    assert re.search(r"^cats\s+10\s+4\s+6$", out, re.M) and re.search(r"^dogs\s+15\s+6\s+9$", out, re.M)
     assert json.loads((dest / data_split.SPLIT_JSON).read_text())["test_fraction"] == 0.3
 
 
@@ -651,7 +755,7 @@ def test_three_way_split_same_seed_same_split_whatever_the_file_order_other_seed
 def test_test_fraction_0_writes_no_test_folder_and_a_test_split_comes_out_of_train(tmp_path, capsys):
     source = write_files(tmp_path / "train", kaggle_images(10))
     code, out, _ = run(capsys, "--source", source, "--dest", tmp_path / "two", "--test-fraction", 0)
-    assert code == 0 and "no test split" in out and not re.search(r"^test\s", out, re.M)
+    assert code == 0 and "no test split" in out and re.search(r"^\s+train\s+validation$", out, re.M)
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(
         [*data_split.SPLITS, data_split.MANIFEST, data_split.REJECTED, data_split.SPLIT_JSON])
     two = read_csv(tmp_path / "two" / data_split.MANIFEST)

@@ -23,7 +23,7 @@ from conftest import metric, trial_outcome
 from test_resume import wait_for_pauses
 from test_train import FAST, check_a_fault_outside_the_trial_stops_the_run_and_fails_no_trial, read_results, trial_record
 
-from hparam_sweep import experiment, hooks, imagecache, metrics as M, pipeline, search, trial
+from hparam_sweep import experiment, hooks, imagecache, metrics as M, pipeline, runlog, search, trial
 import train
 
 ray = pytest.importorskip("ray")
@@ -251,7 +251,7 @@ def test_halving_on_ray_decides_and_trains_exactly_as_the_local_loop(cluster, da
         assert row == local_row
     for name, trained in epochs.items():
         assert trial_outcome(logdir / name) == trial_outcome(local / name), name
-        curves = trial.read_curves(logdir / name)
+        curves = runlog.read_curves(logdir / name)
         assert len(curves) == 4 and all([step for step, _ in points] == list(range(trained)) for points in curves.values())
         record = trial_record(logdir, name)
         assert (record["status"], record["epochs"]) == ("success", trained)
@@ -374,3 +374,20 @@ def process_exists(pid):
         return False
     return True
 
+
+
+def test_tpe_on_ray_proposes_and_trains_exactly_as_the_local_loop(cluster, dataset, tmp_path, capsys):
+    """TPE's batches run side by side on Ray and are told in trial order, whichever trial ends
+    first: --ray --deterministic gives the local loop's trials, hparams and metrics."""
+    pytest.importorskip("optuna")
+    from test_tpe import TPE, outcome
+
+    args = ["--data", str(dataset), *TPE]
+    assert train.main(["--ray", "--logdir", str(tmp_path / "ray"), *args]) == 0
+    out = capsys.readouterr().out
+    assert [line for line in out.splitlines() if line.startswith("Running ")] == [
+        "Running 2 trial(s) on Ray, to epoch 2: each takes 1 CPU(s) and 0 GPU(s)."] * 3
+    assert train.main(["--logdir", str(tmp_path / "local"), *args]) == 0
+    ray_trials, local_trials = outcome(tmp_path / "ray"), outcome(tmp_path / "local")
+    assert sorted(index for _, index, _ in ray_trials.values()) == list(range(6))
+    assert ray_trials == local_trials

@@ -1,5 +1,6 @@
 """sampler.py and naming.py: which configurations are tried, and their names; plain Python, no TensorFlow."""
 
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -8,7 +9,7 @@ import pytest
 from tensorboard.plugins.hparams import summary_v2 as hp
 
 import hparams as H
-from hparam_sweep import naming, sampler
+from hparam_sweep import metrics as M, naming, sampler
 from hparam_sweep.common import UsageError
 
 SPACE = [hp.HParam("units", hp.IntInterval(1, 4)), hp.HParam("dropout", hp.RealInterval(0.1, 0.2)),
@@ -89,3 +90,76 @@ def test_naming_and_sampling_do_not_import_tensorflow():
     code = ("import sys; from hparam_sweep import naming, sampler, search; "
             "assert 'tensorflow' not in sys.modules, 'tensorflow imported'")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(sampler.__file__).parents[1])
+
+
+TPE_SPACE = [hp.HParam("optimizer", hp.Discrete(["adam", "sgd", "rmsprop"])),
+             hp.HParam("learning_rate", hp.RealInterval(1e-4, 1e-2)), hp.HParam("dropout", hp.RealInterval(0.1, 0.5)),
+             hp.HParam("num_units", hp.IntInterval(128, 512))]
+
+
+def score(values):
+    """A stand-in trial: adam near lr 1e-3 scores best; rmsprop fails."""
+    if values["optimizer"] == "rmsprop":
+        return {"status": "failure", "error": "loss became NaN"}
+    accuracy = 0.9 - abs(math.log10(values["learning_rate"]) + 3) / 4 - (0.2 if values["optimizer"] == "sgd" else 0)
+    return {"status": "success", "metrics": {M.ACCURACY: accuracy}}
+
+
+def tpe_search(count, batch=2, seed=1, finish=lambda batch: batch, before=None):
+    """Run a TPESampler to the end on the stand-in trials; `before` ({name: record}) are records that
+    an earlier run left (a rerun reuses them); `finish` orders a batch as its trials finish."""
+    tpe = sampler.TPESampler(TPE_SPACE, {"learning_rate"}, seed, count, batch)
+    records, trials = {}, []
+    for proposed in tpe.batches(records):
+        for t in finish(proposed):
+            records[t.name] = (before or {}).get(t.name) or score(t.values)
+        trials += proposed
+    return trials, records
+
+
+def test_tpe_proposes_inside_the_domains_and_learns_from_the_results():
+    trials, records = tpe_search(24, batch=4)
+    assert [t.origin for t in trials] == [{"sampler": "tpe", "index": i} for i in range(24)]
+    assert all(t.name.startswith(f"{i:03d}-") for i, t in enumerate(trials))
+    for t in trials:
+        v = t.values
+        assert 1e-4 <= v["learning_rate"] <= 1e-2 and 0.1 <= v["dropout"] <= 0.5 and 128 <= v["num_units"] <= 512
+        assert type(v["num_units"]) is int and v["optimizer"] in ("adam", "sgd", "rmsprop")
+    # After its random start, TPE goes where the results are good: adam, lr near 1e-3, few failures.
+    modelled = trials[sampler.TPE_STARTUP_TRIALS:]
+    assert sum(t.values["optimizer"] == "adam" for t in modelled) > len(modelled) / 2
+    random_draws = [t.values for t in sampler.RandomSampler(TPE_SPACE, {"learning_rate"}, 1, 20).trials(Path("x"))]
+    def near(values):
+        return sum(abs(math.log10(v["learning_rate"]) + 3) < 0.5 for v in values)
+    assert near([t.values for t in modelled]) > near(random_draws)
+
+
+def test_a_rebuilt_tpe_study_proposes_what_an_uninterrupted_one_does_whatever_finished_first():
+    # 60 trials: past 25, Optuna's TPE weighs later trials more, so the order it is told them in counts.
+    trials, records = tpe_search(60, batch=10)
+    # Each batch's trials finishing in reverse order: the same proposals (told in trial order).
+    assert tpe_search(60, batch=10, finish=lambda batch: batch[::-1])[0] == trials
+    # A rerun after a kill: the first 45 trials' records are the logdir's, the rest run again.
+    kept = {t.name: records[t.name] for t in trials[:45]}
+    assert tpe_search(60, batch=10, before=kept)[0] == trials
+    # More trials later continue the same search; another seed is another search.
+    assert tpe_search(64, batch=10)[0][:60] == trials
+    assert [t.values for t in tpe_search(60, batch=10, seed=2)[0]] != [t.values for t in trials]
+
+
+def test_a_failed_trial_is_told_as_failed_and_a_batch_mate_as_running():
+    trials, records = tpe_search(6)
+    tpe = sampler.TPESampler(TPE_SPACE, {"learning_rate"}, 1, 6, 2)
+    told = [(t, records[t.name]) for t in trials[:4]]
+    study = tpe.study(5, told, trials[4:5])
+    states = [t.state.name for t in study.trials]
+    assert states == ["FAIL" if r["status"] == "failure" else "COMPLETE" for _, r in told] + ["RUNNING"]
+    assert "FAIL" in states  # the stand-in fails rmsprop: one is among the first four
+    assert [t.value for t in study.trials[:4] if t.state.name == "COMPLETE"] == [
+        r["metrics"][M.ACCURACY] for _, r in told if r["status"] == "success"]
+
+
+def test_tpe_without_optuna_says_how_to_install_it(monkeypatch):
+    monkeypatch.setitem(sys.modules, "optuna", None)
+    with pytest.raises(UsageError, match=r'--sampler tpe needs Optuna: pip install -e "\.\[tpe\]"'):
+        sampler.TPESampler(TPE_SPACE, set(), 1, 4, 2)
