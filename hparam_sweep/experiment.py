@@ -18,7 +18,6 @@ import datetime
 import fcntl
 import os
 import shutil
-from dataclasses import asdict
 
 import tensorflow as tf
 from tensorboard.plugins.hparams import summary_v2 as hp
@@ -74,7 +73,7 @@ def prepare(logdir, settings, hparams, search, domains=None):
     domains the sampler's (by default the grid's: each hparam's grid values)."""
     made(logdir)
     domains = domains or sampler.GridSampler(hparams).domains()
-    current = {"settings": asdict(settings), "domains": domains, "search": search}
+    current = {"settings": settings.record(), "domains": domains, "search": search}
     recorded = read_json(logdir / EXPERIMENT_FILE)
     earlier_search = recorded_search(logdir, recorded, search)
     if earlier_search != search:
@@ -146,7 +145,7 @@ def reusable_records(logdir, trials, settings):
     records = {}
     for name in trials:
         record = trial.load(logdir / name)
-        if record and record["status"] in FINISHED and record["settings"] == asdict(settings):
+        if record and record["status"] in FINISHED and record["settings"] == settings.record():
             records[name] = record
     return records
 

@@ -64,6 +64,17 @@ class Settings:
     xla: bool
     augment_in_model: bool
 
+    def record(self):
+        """The settings as trial.json and experiment.json hold them. A field added after the first
+        releases (ADDED_LATER) is left out while it has its default, which means what those releases
+        did: their logdirs still hold comparable trials, and resume in place."""
+        return {k: v for k, v in asdict(self).items() if not (k in ADDED_LATER and v == ADDED_LATER[k])}
+
+
+# Settings fields added after the first releases: {name: the default that means the old behaviour}.
+# A new field gets a default here and in Settings.
+ADDED_LATER = {}
+
 
 class TrialFailed(Exception):
     """A trial that ran but produced no usable model (its loss went NaN)."""
@@ -242,7 +253,7 @@ def run(values, settings, data, run_dir, epochs=None, verbose="auto", backup_min
     name = run_dir.name
     earlier = read_json(run_dir / TRIAL_FILE)  # an interrupted or earlier-stopped attempt, if any
     record = {
-        "name": name, "hparams": values, **(origin or {}), "status": "running", "settings": asdict(settings),
+        "name": name, "hparams": values, **(origin or {}), "status": "running", "settings": settings.record(),
         "seed": settings.seed, "command": shlex.join([sys.executable] + sys.argv), "environment": environment(),
         "started": now(),
         "metrics": {}, "error": None, "attempts": (earlier or {}).get("attempts", 0) + 1,
@@ -304,7 +315,7 @@ def record_failure(values, settings, run_dir, error, origin=None):
     name = run_dir.name
     record = read_json(run_dir / TRIAL_FILE)
     if record is None:  # lost before it wrote anything: the session needs its start too
-        record = {"name": name, "hparams": values, **(origin or {}), "settings": asdict(settings), "seed": settings.seed,
+        record = {"name": name, "hparams": values, **(origin or {}), "settings": settings.record(), "seed": settings.seed,
                   "started": now(), "attempts": 0}
         write_session(run_dir, values, name)
     record.update(status="failure", error=error, metrics={}, finished=now())
