@@ -264,8 +264,9 @@ def ray_started(args):
 
 def finish(args, records):
     """The ranked table, the chosen model's test score (or why there is none) and the summary; the exit code."""
-    from hparam_sweep import evaluate, experiment, search
+    from hparam_sweep import evaluate, experiment, report, search
     from hparam_sweep import metrics as M
+    from hparam_sweep.common import read_json
 
     ranked = search.ranked(records)
     print("\nrank  accuracy  best_acc  val_loss   time  epochs  status   trial")
@@ -284,6 +285,8 @@ def finish(args, records):
     except UsageError as e:  # a data/test that is not the trials' test split: one line, no score
         refused = True
         print(f"\ntrain.py: no test score: {e}.", file=sys.stderr)
+    score = None if refused else read_json(args.logdir / evaluate.SCORE_FILE)
+    report.write_summary(args.logdir, ranked, score if score and ranked and score["trial"] == ranked[0]["name"] else None)
     failed = [r for r in records if r["status"] != "success"]
     print(f"\n{len(records) - len(failed)} of {len(records)} trials succeeded; "
           f"results in {args.logdir / experiment.RESULTS_FILE}")

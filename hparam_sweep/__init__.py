@@ -10,6 +10,7 @@ train.py as arguments):
     search.py      the Search interface; Grid, Halving, Sequential: which trials run next, to how many epochs; the ranking
     experiment.py  the logdir: settings check, lock, results.csv, halving.json, best_model.keras
     evaluate.py    the chosen model's one test score
+    report.py      the experiment's own runs: the chosen model on the test split, the summary text
     trial.py       one trial in its run folder: train, back up, resume, record
     runlog.py      what a run folder holds for TensorBoard: history.csv, the epoch curves, the HParams session
     model.py       build_model: the CNN (change the model here)

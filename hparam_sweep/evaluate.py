@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from hparam_sweep.common import MANIFEST, SPLITS, TEST_SPLIT, UsageError, read_json, write_json
+from hparam_sweep import report
+from hparam_sweep.common import LABELS, MANIFEST, SPLITS, TEST_SPLIT, UsageError, read_json, write_json
 
 SCORE_FILE = "test_score.json"
 Z_95 = 1.959963984540054  # the standard normal's 97.5% quantile
@@ -41,10 +42,14 @@ def file_sha256(path):
     return digest.hexdigest()
 
 
-def accuracy_on(model, images, labels, batch_size=64):
+def probabilities_on(model, images, batch_size=64):
+    """The model's class probabilities for uint8 images, one row per image."""
+    return model.predict(images, batch_size=batch_size, verbose=0)
+
+
+def accuracy_on(model, images, labels):
     """(correct, count) of the model's predictions (argmax) on uint8 images against int labels."""
-    predicted = np.argmax(model.predict(images, batch_size=batch_size, verbose=0), axis=1)
-    return int(np.sum(predicted == labels)), len(labels)
+    return int(np.sum(probabilities_on(model, images).argmax(axis=1) == labels)), len(labels)
 
 
 def images_under(split_dir):
@@ -113,10 +118,14 @@ def score_once(logdir, data_dir, image_size, trial_name, trained_on):
     key = {"trial": trial_name, "model_sha256": file_sha256(model_path), "data_fingerprint": trained_on,
            "test_fingerprint": hashlib.sha256(listing.encode()).hexdigest(), "image_size": image_size}
     earlier = read_json(Path(logdir) / SCORE_FILE)
-    if earlier and all(earlier.get(k) == v for k, v in key.items()):
+    if earlier and all(earlier.get(k) == v for k, v in key.items()) and (Path(logdir) / report.CHOSEN_RUN).is_dir():
         return earlier
     test = pipeline.load_split(test_dir, image_size)
-    correct, count = accuracy_on(keras.models.load_model(model_path), test.images.numpy(), test.labels.numpy())
+    images, labels = test.images.numpy(), test.labels.numpy()
+    probabilities = probabilities_on(keras.models.load_model(model_path), images)
+    correct, count = int(np.sum(probabilities.argmax(axis=1) == labels)), len(labels)
+    report.write_chosen_run(logdir, trial_name, images, labels, probabilities, list(LABELS),
+                            [p.relative_to(data_dir).as_posix() for p in images_under(test_dir)])
     low, high = wilson_interval(correct, count)
     score = {**key, "test_accuracy": correct / count, "correct": correct, "count": count,
              "interval_95": [low, high], "interval_method": "Wilson score",

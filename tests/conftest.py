@@ -154,6 +154,25 @@ class TensorBoardAPI:
         except OSError as error:  # HTTPError and URLError included
             raise AssertionError(f"TensorBoard {route}: {error}\n{self.log()}") from None
 
+    def get(self, route):
+        """GET /data/ROUTE (e.g. plugins_listing, plugin/images/tags) as JSON."""
+        try:
+            with self.OPENER.open(f"http://127.0.0.1:{self.port}/data/{route}", timeout=30) as response:
+                return json.loads(response.read())
+        except OSError as error:
+            raise AssertionError(f"TensorBoard {route}: {error}\n{self.log()}") from None
+
+    def wait_for_plugins(self, plugins, timeout=120):
+        """/data/plugins_listing once every one of `plugins` is active."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            listing = self.get("plugins_listing")
+            if all(listing.get(p, {}).get("enabled") for p in plugins):
+                return listing
+            time.sleep(0.5)  # TensorBoard reloads the logdir every second
+        raise AssertionError(f"TensorBoard's active plugins: {[p for p, v in listing.items() if v.get('enabled')]}, "
+                             f"expected {plugins} among them")
+
     def experiment(self):
         return self.post("experiment", {"experimentName": ""})
 

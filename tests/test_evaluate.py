@@ -44,8 +44,8 @@ def manifest_sources(data, split_name):
 
 def scorings(monkeypatch):
     """The list that each computed (not reused) test score appends to."""
-    calls, accuracy_on = [], evaluate.accuracy_on
-    monkeypatch.setattr(evaluate, "accuracy_on", lambda *a: calls.append(a) or accuracy_on(*a))
+    calls, probabilities_on = [], evaluate.probabilities_on
+    monkeypatch.setattr(evaluate, "probabilities_on", lambda *a: calls.append(a) or probabilities_on(*a))
     return calls
 
 
@@ -72,16 +72,16 @@ def test_a_test_split_the_score_cannot_read_is_refused_at_start_up(dataset, tmp_
 
 
 def test_the_test_score_is_made_under_the_logdir_lock(tmp_path, monkeypatch):
-    logdir, accuracy_on, checked = tmp_path / "logs", evaluate.accuracy_on, []
+    logdir, probabilities_on, checked = tmp_path / "logs", evaluate.probabilities_on, []
 
     def scoring(*args):
         with pytest.raises(UsageError, match="in use"):
             with experiment.locked(logdir):
                 pass
         checked.append(True)
-        return accuracy_on(*args)
+        return probabilities_on(*args)
 
-    monkeypatch.setattr(evaluate, "accuracy_on", scoring)
+    monkeypatch.setattr(evaluate, "probabilities_on", scoring)
     assert sweep(with_test_split(tmp_path), logdir) == 0
     assert checked and (logdir / evaluate.SCORE_FILE).exists()
 

@@ -53,7 +53,7 @@ def test_the_chosen_model_is_scored_once_on_the_test_split_and_nothing_else_sees
     assert "test" not in rank1 and not any("test" in k for k in json.loads(
         (logdir / rank1["run"] / "trial.json").read_text())["metrics"])
     # A rerun that changes nothing prints the same figure and does not score again.
-    monkeypatch.setattr(evaluate, "accuracy_on", lambda *a: pytest.fail("scored again"))
+    monkeypatch.setattr(evaluate, "probabilities_on", lambda *a: pytest.fail("scored again"))
     assert train.main(argv) == 0
     assert output[0] in capsys.readouterr().out
 
