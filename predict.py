@@ -178,7 +178,8 @@ def labels_of(model, model_path):
     """The name of each of the model's outputs: the classes kept in its file (common.keep_classes);
     without them, cat and dog for 2 outputs (this tool's models from before), else their numbers."""
     classes = kept_classes(model_path)
-    outputs = model.output_shape[-1] if isinstance(model.output_shape, tuple) else None
+    shape = getattr(model, "output_shape", None)  # a subclassed model may not know it
+    outputs = shape[-1] if isinstance(shape, tuple) else None
     if classes is not None and len(classes) == outputs:
         return class_labels(classes)
     return LABELS if outputs == len(LABELS) else tuple(str(i) for i in range(outputs or 0))
