@@ -13,7 +13,7 @@ Discrete domain among its values, a RealInterval continuously, an IntInterval ov
 hparam named in LOG_SCALE is drawn uniformly in its logarithm (each decade as likely) once its domain
 is an interval, e.g. hp.RealInterval(0.0001, 0.01); a Discrete domain's values stay equally likely.
 A --grid override always makes a Discrete domain of the values it lists.
-The model that uses them is hparam_sweep/model.py's build_model.
+The model that uses them is hparam_sweep/model.py's build_model, or --model-file's.
 """
 
 from tensorboard.plugins.hparams import summary_v2 as hp

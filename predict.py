@@ -1,11 +1,13 @@
-"""Classify photos with the model a sweep chose: cat or dog, and how sure.
+"""Classify photos with the model a sweep chose: which class, and how sure.
 
     python predict.py ~/Pictures/pets                       # every image under the folder, recursively
     python predict.py photo.jpg other.png --model logs/demo/best_model.keras
     python predict.py data/test --csv predictions.csv       # one row per image instead of a line
     python predict.py --export serving/model                # best_model.keras as a TensorFlow SavedModel
 
-The model is the logdir's best_model.keras (results.csv's rank 1) unless --model names another.
+The model is the logdir's best_model.keras (results.csv's rank 1) unless --model names another;
+the class names are the ones kept inside it (the class folders it trained on; cat and dog for
+Kaggle's cats/ and dogs/, and for a 2-class model from before they were kept).
 Each image is decoded exactly as training decoded it (hparam_sweep/images.py: EXIF orientation
 applied, CMYK, 16-bit and transparent images made RGB as data_split.py makes them, TensorFlow's
 bilinear resize), so the model sees the pixels it was trained on. Files that are not images, broken
@@ -23,7 +25,7 @@ import sys
 from pathlib import Path
 
 from hparam_sweep import console
-from hparam_sweep.common import IMAGE_SUFFIXES, LABELS, RunStopped, UsageError, replaced, why
+from hparam_sweep.common import IMAGE_SUFFIXES, LABELS, RunStopped, UsageError, class_labels, kept_classes, replaced, why
 
 DEFAULT_LOGDIR = Path("logs/hparam_tuning")
 BATCH_SIZE = 64  # images decoded and classified at a time
@@ -31,15 +33,15 @@ EXIT_NONE_CLASSIFIED, EXIT_USAGE, EXIT_NOT_WRITTEN = 1, 2, 3
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description="Classify images as cat or dog with a sweep's chosen model.")
+    parser = argparse.ArgumentParser(description="Classify images with a sweep's chosen model: which class, how sure.")
     parser.add_argument("paths", nargs="*", type=Path, metavar="PATH", help="image files, or folders searched recursively")
     parser.add_argument("--logdir", type=Path, default=DEFAULT_LOGDIR,
                         help="the sweep whose best_model.keras to use (default: %(default)s)")
     parser.add_argument("--model", type=Path, help="a .keras model file instead (default: LOGDIR/best_model.keras)")
     parser.add_argument("--image-size", type=int, metavar="N", help="the side images are resized to, for a model "
                         "that takes any size (default: the model's own input size)")
-    parser.add_argument("--csv", type=Path, metavar="FILE", help="write path,label,p_cat,p_dog rows to FILE "
-                        "instead of a line per image")
+    parser.add_argument("--csv", type=Path, metavar="FILE", help="write path,label and one probability column "
+                        "per class (p_cat,p_dog,...) to FILE instead of a line per image")
     parser.add_argument("--export", type=Path, metavar="DIR", help="also export the model to DIR as a TensorFlow "
                         "SavedModel for serving (its `serve` signature takes uint8 images)")
     parser.add_argument("--verbose", action="store_true", help="TensorFlow's own log lines as well, unfiltered")
@@ -110,7 +112,7 @@ def input_size(model, image_size):
 
 
 def classify(model, files, size, skipped):
-    """[(path, [P(cat), P(dog)])] of the files that decode, BATCH_SIZE at a time; the others are
+    """[(path, [P(class) for each class])] of the files that decode, BATCH_SIZE at a time; the others are
     appended to `skipped` with the reason."""
     import numpy as np
 
@@ -172,6 +174,17 @@ def load_model(path):
         raise UsageError(f"{path} is not a Keras model file ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
 
 
+def labels_of(model, model_path):
+    """The name of each of the model's outputs: the classes kept in its file (common.keep_classes);
+    without them, cat and dog for 2 outputs (this tool's models from before), else their numbers."""
+    classes = kept_classes(model_path)
+    shape = getattr(model, "output_shape", None)  # a subclassed model may not know it
+    outputs = shape[-1] if isinstance(shape, tuple) else None
+    if classes is not None and len(classes) == outputs:
+        return class_labels(classes)
+    return LABELS if outputs == len(LABELS) else tuple(str(i) for i in range(outputs or 0))
+
+
 def run(args):
     for path, what, folder in ((args.csv, "--csv", False), (args.export, "--export", True)):
         if path:
@@ -188,12 +201,13 @@ def run(args):
     if not args.paths:
         return 0
     files, skipped = image_files(args.paths)
+    labels = labels_of(model, model_path)
     results = classify(model, files, size, skipped)
     if args.csv:
-        write_csv(args.csv, results)
+        write_csv(args.csv, results, labels)
     else:
         for path, p in results:
-            print(f"{LABELS[p.index(max(p))]} {max(p):.2f}  {shown(path)}")
+            print(f"{labels[p.index(max(p))]} {max(p):.2f}  {shown(path)}")
     for path, reason in skipped:
         print(f"skipped {shown(path)}: {reason}", file=sys.stderr)
     print(f"{len(results)} image(s) classified, {len(skipped)} skipped"
@@ -201,13 +215,14 @@ def run(args):
     return 0 if results else EXIT_NONE_CLASSIFIED
 
 
-def write_csv(path, results):
-    """The rows, written whole or not at all (common.replaced: a temporary file renamed into place)."""
+def write_csv(path, results, labels):
+    """The rows, path, label and a probability per class, written whole or not at all
+    (common.replaced: a temporary file renamed into place)."""
     with replaced(path) as tmp, tmp.open("w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["path", "label", *(f"p_{label}" for label in LABELS)])
+        writer.writerow(["path", "label", *(f"p_{label}" for label in labels)])
         for file, p in results:
-            writer.writerow([shown(file), LABELS[p.index(max(p))], *p])
+            writer.writerow([shown(file), labels[p.index(max(p))], *p])
 
 if __name__ == "__main__":
     sys.exit(main())

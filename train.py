@@ -6,6 +6,7 @@
     python train.py --grid optimizer=adam --epochs 10
     python train.py --sampler random --trials 20     # 20 trials drawn from the domains instead of the grid
     python train.py --sampler tpe --trials 20        # 20 trials proposed by TPE (pip install -e ".[tpe]")
+    python train.py --model-file my_model.py         # your own build_model(hparams, image_size, num_classes)
     tensorboard --logdir logs/hparam_tuning
 
 Rerunning the same command after a crash or Ctrl-C resumes: finished trials are skipped, an
@@ -13,7 +14,7 @@ interrupted trial continues from its last backup (taken every few minutes).
 
 This file is the command line: the flags, the choice of search and executor, the start-up line
 and the final table. The package hparam_sweep/ does the work (its __init__.py maps the modules):
-hparams.py holds the domains, hparam_sweep/model.py the model.
+hparams.py holds the domains, hparam_sweep/model.py the model (and --model-file's contract).
 """
 
 import argparse
@@ -65,13 +66,15 @@ def positive_int(text):
 def parse_args(argv):
     """The command line, with --demo's defaults applied (TensorFlow is not imported here)."""
     parser = argparse.ArgumentParser(
-        description="Search the cats-vs-dogs CNN's hparams; every trial is logged for TensorBoard's HParams dashboard.",
+        description="Search an image classifier's hparams; every trial is logged for TensorBoard's HParams dashboard.",
     )
     # Defaults are written into each help text (not ArgumentDefaultsHelpFormatter): several depend
     # on --demo or the device, and "(default: None)" or "(default: False)" tell nobody anything.
     add = parser.add_argument
-    add("--data", type=Path, help=f"folder with train/ and validation/, each holding cats/ and dogs/ "
-        f"(default: {DEFAULT_DATA}, or {DEMO_DATA} with --demo)")
+    add("--data", type=Path, help=f"folder with train/ and validation/ (and test/), each holding the same folders, "
+        f"one per class (default: {DEFAULT_DATA}, or {DEMO_DATA} with --demo)")
+    add("--model-file", type=Path, metavar="FILE", help="a Python file defining build_model(hparams, image_size, "
+        "num_classes), the contract in hparam_sweep/model.py's docstring (default: that file's CNN)")
     add("--logdir", type=Path, help=f"experiment folder, one run folder per trial "
         f"(default: {DEFAULT_LOGDIR}, or {DEMO_LOGDIR} with --demo)")
     add("--demo", action="store_true", help="generate a synthetic dataset and run a small grid on it "
@@ -143,6 +146,7 @@ def parse_args(argv):
         parser.error("--halving-rate must be at least 2")
     if args.backup_minutes < 0:
         parser.error("--backup-minutes must be 0 (every step) or more")
+    args.model_file = args.model_file and args.model_file.resolve()  # trials, and Ray's on other machines, read it there
     # --demo changes the defaults, not what the user set explicitly.
     args.data = args.data or (DEMO_DATA if args.demo else DEFAULT_DATA)
     args.logdir = args.logdir or (DEMO_LOGDIR if args.demo else DEFAULT_LOGDIR)
@@ -154,25 +158,57 @@ def parse_args(argv):
 
 def make_settings(args, train_images):
     """The trial settings the command line asks for (device flags resolved)."""
-    from hparam_sweep import pipeline, trial
+    from hparam_sweep import modelfile, pipeline, trial
 
-    same = ("image_size", "batch_size", "epochs", "seed", "deterministic", "mixed_precision", "augment_in_model")
+    same = ("image_size", "batch_size", "epochs", "seed", "deterministic", "mixed_precision", "augment_in_model",
+            "classes")
+    model = {"model_file": str(args.model_file), "model_sha256": modelfile.fingerprint(args.model_file)} \
+        if args.model_file else {}
     # Op determinism switches XLA off anyway; say so in the settings rather than pretend.
     return trial.Settings(data=str(args.data.resolve()), data_fingerprint=pipeline.data_fingerprint(args.data),
                           steps_per_epoch=args.steps_per_epoch or math.ceil(train_images / args.batch_size),
-                          xla=args.xla and not args.deterministic, **{name: getattr(args, name) for name in same})
+                          xla=args.xla and not args.deterministic, **{name: getattr(args, name) for name in same},
+                          **model)
 
 
-def make_executor(args, cluster):
+def resolve_model_flags(args, gpus):
+    """The device flags (device.resolve_flags) and what they mean for --model-file: its model is
+    augmented in the input pipeline (--augment-in-model puts the package's augmentation layer into
+    the package's CNN only)."""
+    if args.model_file and args.augment_in_model:
+        raise UsageError("--augment-in-model goes with the package's CNN: a --model-file model is augmented in the "
+                         "input pipeline (leave the flag out)")
+    if args.model_file:
+        args.augment_in_model = False
+    device.resolve_flags(args, gpus)
+
+
+def check_model_file(args, domains):
+    """--model-file's model built, run and trained one step on tiny images before anything else
+    (modelfile.check), for the first grid values of the domains: a mistake is one line, exit 2."""
+    from hparam_sweep import grid, modelfile
+
+    if not args.model_file:
+        return
+    values = {h.name: grid.grid_values(h)[0] for h in domains}
+    try:
+        modelfile.check(args.model_file, values, args.image_size, args.classes)
+    except modelfile.ModelFileError as e:
+        raise UsageError(f"--model-file {args.model_file}: {e}") from None
+    print(f"Model: build_model of {args.model_file} (checked: {len(args.classes)} outputs, it trains and saves).")
+
+
+def make_executor(args, cluster, domains):
     """(settings, executor), with the start-up line: trials one at a time in this process, on the
     images it decodes, or side by side as Ray tasks (hparam_sweep/parallel.py) whose processes take
-    the images from their own machine's decode cache."""
+    the images from their own machine's decode cache. --model-file is checked first."""
     from hparam_sweep import imagecache, loop, pipeline
 
     cache = imagecache.location(args.cache_dir, not args.no_cache)
     if not args.ray:
-        device.resolve_flags(args, gpus := device.gpu_names())
-        data = pipeline.load_data(args.data, args.image_size, cache)
+        resolve_model_flags(args, gpus := device.gpu_names())
+        check_model_file(args, domains)
+        data = pipeline.load_data(args.data, args.image_size, cache, args.classes)
         settings = make_settings(args, len(data[0]))
         print(f"Training on {device.named(gpus)}: {device.describe(settings)}.")
         return settings, loop.InProcess(settings, data, args.logdir, console.keras_verbosity(args.quiet),
@@ -180,7 +216,8 @@ def make_executor(args, cluster):
     from hparam_sweep import parallel
 
     parallel.driver_off_gpus(cluster)
-    device.resolve_flags(args, cluster.get("GPU", 0))
+    resolve_model_flags(args, cluster.get("GPU", 0))
+    check_model_file(args, domains)
     settings = make_settings(args, pipeline.image_count(args.data / "train"))  # the driver decodes nothing
     print(f"Ray: {parallel.describe(cluster)}: {device.describe(settings)}. " + (
         f"Each machine decodes the images once, into its own decode cache ({cache} here)." if cache
@@ -233,10 +270,10 @@ def _main(args):
         with experiment.locked(args.logdir):
             if args.demo:
                 data_split.prepare_demo(args.data)
-            pipeline.check_data(args.data)
+            args.classes = pipeline.check_data(args.data)
             if args.restart and (moved := experiment.move_aside(args.logdir)):
                 print(f"Earlier results moved to {moved}")
-            settings, executor = make_executor(args, cluster)
+            settings, executor = make_executor(args, cluster, domains)
             if args.sampler == "tpe":  # proposes its trials batch by batch, from the results
                 searcher = search.Sequential(sampling, args.epochs)
             elif args.search == "halving":

@@ -13,7 +13,8 @@ train.py as arguments):
     report.py      the experiment's own runs: the chosen model on the test split, the summary text
     trial.py       one trial in its run folder: train, back up, resume, record
     runlog.py      what a run folder holds for TensorBoard: history.csv, the epoch curves, the HParams session
-    model.py       build_model: the CNN (change the model here)
+    modelfile.py   the model a trial trains: the CNN or --model-file's build_model, checked before the sweep
+    model.py       build_model: the CNN, its compile and the kept inference model; a model file's contract
     pipeline.py    the images: checked, decoded once, served as batches
     splitting.py   data_split.py's work: check, split and place the images of a source
     sources.py     what a source holds: folders, zips, nested zips, and each image's class

@@ -5,10 +5,14 @@ import errno
 import json
 import os
 import re
+import zipfile
 from pathlib import Path
 
 LABELS = ("cat", "dog")  # as in Kaggle's cat.N.jpg / dog.N.jpg names
-CLASS_DIRS = tuple(f"{label}s" for label in LABELS)  # folder names under each split; Keras labels them 0, 1 in this order
+# Their folder names under each split, data_split.py's for Kaggle's images and --demo's; any other
+# data set brings its own class folders (pipeline.check_data), labelled 0, 1, ... in sorted order.
+CLASS_DIRS = tuple(f"{label}s" for label in LABELS)
+CLASSES_ENTRY = "classes.json"  # inside a kept .keras file (a zip): the class names its outputs are (keep_classes)
 # The image files data_split.py reads, training decodes and predict.py classifies (any case);
 # images.DECODE_FORMATS are what their contents may be.
 IMAGE_SUFFIXES = (".bmp", ".gif", ".jpeg", ".jpg", ".png", ".webp", ".tif", ".tiff")
@@ -27,6 +31,36 @@ class UsageError(Exception):
 class RunStopped(Exception):
     """A fault outside the trials (a full disk, a lock the file system refuses) that stops the run
     without failing a trial: train.py says it in one line; a rerun continues where it stopped."""
+
+
+def joined(names):
+    """Names as a sentence lists them: "cats and dogs", "birds, cats and dogs" ("" for none)."""
+    names = list(names)
+    return " and ".join(filter(None, (", ".join(names[:-1]), names[-1]))) if names else ""
+
+
+def class_labels(classes):
+    """What predict.py and the test score call each class: its folder name, but cat and dog for
+    Kaggle's cats/ and dogs/, as this tool always has."""
+    return LABELS if tuple(classes) == CLASS_DIRS else tuple(classes)
+
+
+def keep_classes(model_file, classes):
+    """Write the class names, in the order of the model's outputs, into a saved .keras file (a zip:
+    keras.models.load_model reads its own entries and leaves this one be), so that the file alone
+    says what it predicts, wherever it is copied."""
+    with zipfile.ZipFile(model_file, "a") as archive:
+        archive.writestr(CLASSES_ENTRY, json.dumps({"classes": list(classes)}, indent=2) + "\n")
+
+
+def kept_classes(model_file):
+    """The class names kept in a .keras file (keep_classes), or None: a file from before they were
+    kept (its 2 outputs are cats and dogs) or saved by something else."""
+    try:
+        with zipfile.ZipFile(model_file) as archive:
+            return tuple(json.loads(archive.read(CLASSES_ENTRY))["classes"])
+    except (OSError, KeyError, ValueError, TypeError, zipfile.BadZipFile):
+        return None
 
 
 def why(error):

@@ -6,7 +6,8 @@ biased upward by the selection itself; its accuracy on images it was never chose
 score goes to LOGDIR/test_score.json with a 95% Wilson interval, and is not recomputed while the
 chosen model and the test files (names and contents) stay the same. A test split that is not the
 one the trials trained beside (the data re-split since, or a test image that is also a training or
-validation image) is refused: no score.
+validation image) is refused: no score. Beside the accuracy: each class's, and the confusion counts
+(how many test images of each class were taken for each class).
 """
 
 import csv
@@ -17,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from hparam_sweep import report
-from hparam_sweep.common import LABELS, MANIFEST, SPLITS, TEST_SPLIT, UsageError, read_json, write_json
+from hparam_sweep.common import MANIFEST, SPLITS, TEST_SPLIT, UsageError, class_labels, read_json, write_json
 
 SCORE_FILE = "test_score.json"
 Z_95 = 1.959963984540054  # the standard normal's 97.5% quantile
@@ -52,8 +53,20 @@ def accuracy_on(model, images, labels):
     return int(np.sum(probabilities_on(model, images).argmax(axis=1) == labels)), len(labels)
 
 
+def figures(probabilities, labels, classes):
+    """What the test score holds of the predictions against int labels (indices into classes):
+    {correct, count, per_class: {class: {accuracy, correct, count}}, confusion: {counts: rows the
+    true class, columns the predicted one, in the order of classes}}."""
+    counts = report.confusion(labels, probabilities.argmax(axis=1), len(classes))
+    per_class = {name: {"accuracy": int(counts[i, i]) / max(1, int(counts[i].sum())), "correct": int(counts[i, i]),
+                        "count": int(counts[i].sum())} for i, name in enumerate(classes)}
+    return {"correct": int(np.trace(counts)), "count": len(labels), "per_class": per_class,
+            "confusion": {"rows": "true class", "columns": "predicted class", "classes": list(classes),
+                          "counts": counts.tolist()}}
+
+
 def images_under(split_dir):
-    """The image files under split_dir/{cats,dogs} that training and the score read, in decode order."""
+    """The image files under split_dir's class folders that training and the score read, in decode order."""
     from hparam_sweep import pipeline
 
     return pipeline.split_files(split_dir)[0]
@@ -111,23 +124,24 @@ def score_once(logdir, data_dir, image_size, trial_name, trained_on):
     test_dir = data_dir / TEST_SPLIT
     if not test_dir.is_dir() or not model_path.is_file():
         return None
-    pipeline.check_data(data_dir)  # again: test/ may have changed since the run started
+    classes = pipeline.check_data(data_dir)  # again: test/ may have changed since the run started
     test = hashed_test_images(data_dir)
     check_test_split(data_dir, test, trained_on)
     listing = "".join(f"{name}\t{sha}\n" for name, sha in test.items())
     key = {"trial": trial_name, "model_sha256": file_sha256(model_path), "data_fingerprint": trained_on,
-           "test_fingerprint": hashlib.sha256(listing.encode()).hexdigest(), "image_size": image_size}
+           "test_fingerprint": hashlib.sha256(listing.encode()).hexdigest(), "image_size": image_size,
+           "classes": list(classes)}
     earlier = read_json(Path(logdir) / SCORE_FILE)
     if earlier and all(earlier.get(k) == v for k, v in key.items()) and (Path(logdir) / report.CHOSEN_RUN).is_dir():
         return earlier
     test = pipeline.load_split(test_dir, image_size)
     images, labels = test.images.numpy(), test.labels.numpy()
     probabilities = probabilities_on(keras.models.load_model(model_path), images)
-    correct, count = int(np.sum(probabilities.argmax(axis=1) == labels)), len(labels)
-    report.write_chosen_run(logdir, trial_name, images, labels, probabilities, list(LABELS),
+    found = figures(probabilities, labels, classes)
+    report.write_chosen_run(logdir, trial_name, images, labels, probabilities, class_labels(classes),
                             [p.relative_to(data_dir).as_posix() for p in images_under(test_dir)])
-    low, high = wilson_interval(correct, count)
-    score = {**key, "test_accuracy": correct / count, "correct": correct, "count": count,
+    low, high = wilson_interval(found["correct"], found["count"])
+    score = {**key, "test_accuracy": found["correct"] / found["count"], **found,
              "interval_95": [low, high], "interval_method": "Wilson score",
              "quote": "the estimate to quote: the chosen model on images no decision saw"}
     write_json(Path(logdir) / SCORE_FILE, score)
@@ -137,9 +151,16 @@ def score_once(logdir, data_dir, image_size, trial_name, trained_on):
 def describe(score):
     """One line for the console."""
     low, high = score["interval_95"]
+    per_class = ", ".join(f"{name} {c['accuracy']:.3f} ({c['correct']} of {c['count']})"
+                          for name, c in score["per_class"].items())
+    names, counts = score["confusion"]["classes"], score["confusion"]["counts"]
+    confused = [f"{counts[i][j]} {names[i]} as {names[j]}" for i in range(len(names)) for j in range(len(names))
+                if i != j and counts[i][j]]
     return (f"Test accuracy of the chosen model ({score['trial']}): {score['test_accuracy']:.4f} "
             f"(95% interval {low:.3f}-{high:.3f}, {score['correct']} of {score['count']} test images). "
-            f"Quote this one: the validation accuracy above chose the model, so it flatters it.")
+            f"Quote this one: the validation accuracy above chose the model, so it flatters it. "
+            f"Per class: {per_class}; taken for another class: {', '.join(confused) or 'none'} "
+            f"(all counts in {SCORE_FILE}).")
 
 
 def chosen_model_line(logdir, data_dir, image_size, ranked, epochs):

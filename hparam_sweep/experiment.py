@@ -16,6 +16,7 @@ import contextlib
 import csv
 import datetime
 import fcntl
+import json
 import os
 import shutil
 
@@ -67,6 +68,14 @@ def recorded_search(logdir, recorded, search):
     return {"search": "halving", "rungs": rungs}
 
 
+def setting_changes(earlier, current):
+    """"name old -> new" for each setting that differs between two records (none: comparable
+    trials); a field that a record leaves out (trial.ADDED_LATER) reads as its default."""
+    defaults = json.loads(json.dumps(trial.ADDED_LATER))  # as JSON holds them: a tuple as a list
+    old, new = {**defaults, **earlier}, {**defaults, **current}
+    return [f"{k} {old.get(k)} -> {new.get(k)}" for k in dict.fromkeys([*new, *old]) if old.get(k) != new.get(k)]
+
+
 def prepare(logdir, settings, hparams, search, domains=None):
     """Create or check the experiment: earlier trials' settings and the search must match, its
     hparams_config is current. search is the search's and sampler's description (search.Grid.describe()),
@@ -82,10 +91,9 @@ def prepare(logdir, settings, hparams, search, domains=None):
             f"hold. Use another --logdir, or --restart to move it aside"
         )
     for source, earlier in recorded_settings(logdir, recorded):
-        if earlier != current["settings"]:
-            changed = [f"{k} {earlier.get(k)} -> {v}" for k, v in current["settings"].items() if earlier.get(k) != v]
+        if changed := setting_changes(earlier, current["settings"]):
             raise UsageError(
-                f"{logdir} holds trials run with other settings ({'; '.join(changed) or 'other fields'}, see {source}): "
+                f"{logdir} holds trials run with other settings ({'; '.join(changed)}, see {source}): "
                 f"their results would not be comparable. Use another --logdir, or --restart to move them aside"
             )
     if recorded != current:
@@ -145,7 +153,7 @@ def reusable_records(logdir, trials, settings):
     records = {}
     for name in trials:
         record = trial.load(logdir / name)
-        if record and record["status"] in FINISHED and record["settings"] == settings.record():
+        if record and record["status"] in FINISHED and not setting_changes(record["settings"], settings.record()):
             records[name] = record
     return records
 

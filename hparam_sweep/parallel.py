@@ -108,7 +108,7 @@ def worker_data(settings, cache_dir, use_cache):
             raise RuntimeError(f"the images in {data_dir} on {socket.gethostname()} are not the driver's: every "
                                f"machine needs the same --data folder at the same path")
         _worker_data[wanted] = pipeline.load_data(data_dir, settings.image_size,
-                                                  imagecache.location(cache_dir, use_cache))
+                                                  imagecache.location(cache_dir, use_cache), settings.classes)
     return _worker_data[wanted]
 
 

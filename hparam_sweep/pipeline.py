@@ -21,18 +21,20 @@ import tensorflow as tf
 
 from hparam_sweep import console, imagecache, images
 from hparam_sweep.augment import augment
-from hparam_sweep.common import CLASS_DIRS, IMAGE_SUFFIXES, MANIFEST, SPLITS, TEST_SPLIT, UsageError
+from hparam_sweep.common import IMAGE_SUFFIXES, joined, MANIFEST, SPLITS, TEST_SPLIT, UsageError
 
 
 class ImageSet:
-    """One split decoded into memory: uint8 images (N, H, W, 3) and int labels (N,).
+    """One split decoded into memory: uint8 images (N, H, W, 3), int labels (N,) and the class
+    names the labels index.
 
     The arrays are held in CPU-side tf.Variables: tf.data map functions capture a variable by
     handle, whereas a captured constant is copied into every dataset's graph (seconds and
     gigabytes per trial at 25,000 images).
     """
 
-    def __init__(self, images, labels):
+    def __init__(self, images, labels, classes):
+        self.classes = tuple(classes)
         with tf.device("/CPU:0"):
             self.images = tf.Variable(images, trainable=False)
             self.labels = tf.Variable(np.asarray(labels, np.int32), trainable=False)
@@ -41,24 +43,37 @@ class ImageSet:
         return int(self.labels.shape[0])
 
 
+def class_folders(directory):
+    """The class folders under `directory` (a split), sorted, as Keras' image_dataset_from_directory
+    labels them 0, 1, ...; hidden folders (.ipynb_checkpoints) left out."""
+    return tuple(sorted(p.name for p in directory.iterdir() if p.is_dir() and not p.name.startswith(".")))
+
+
 def check_data(data_dir):
-    """Refuse, with what to do, a data folder the trainer cannot read, or whose test split the final
-    score could not read: train/, validation/ and test/ (if there is one: without it, no test
-    score) must each hold exactly cats/ and dogs/, with images in both."""
+    """The classes, the class folders of train/ (sorted); refused, with what to do, a data folder the
+    trainer cannot read, or whose test split the final score could not read: validation/ and test/
+    (if there is one: without it, no test score) must hold the same class folders as train/, at
+    least 2, with images in each."""
     hint = f"run `python data_split.py --source PATH --dest {data_dir}` first, or `python train.py --demo`"
     if not (data_dir / "train").is_dir():
         raise UsageError(f"no training data in {data_dir}/train: {hint}")
+    classes = class_folders(data_dir / "train")
+    if len(classes) < 2:
+        raise UsageError(f"{data_dir / 'train'} holds {len(classes)} class folder(s) ({joined(classes)}): a classifier "
+                         f"needs one folder per class, at least 2: {hint}")
     for split in (*SPLITS, TEST_SPLIT) if (data_dir / TEST_SPLIT).exists() else SPLITS:
         split_dir = data_dir / split
-        found = sorted(p.name for p in split_dir.iterdir() if p.is_dir()) if split_dir.is_dir() else []
-        if found != sorted(CLASS_DIRS):
-            raise UsageError(
-                f"{split_dir} must hold exactly the folders {' and '.join(CLASS_DIRS)}/ "
-                f"(found: {', '.join(found) or 'nothing'}): {hint}"
-            )
-        for cls in CLASS_DIRS:
+        found = class_folders(split_dir) if split_dir.is_dir() else ()
+        if found != classes:
+            differ = [f"{', '.join(f'{c}/' for c in names)} {what}" for names, what in (
+                (sorted(set(classes) - set(found)), "missing"), (sorted(set(found) - set(classes)), "not in train/"))
+                if names]
+            raise UsageError(f"{split_dir} must hold exactly the folders {joined(classes)}/ (found: {joined(found) or 'nothing'}), "
+                             f"the classes of {data_dir / 'train'}: {'; '.join(differ)}; {hint}")
+        for cls in classes:
             if not any(p.suffix.lower() in IMAGE_SUFFIXES for p in (split_dir / cls).iterdir()):
                 raise UsageError(f"{split_dir / cls} holds no images: {hint}")
+    return classes
 
 
 def data_fingerprint(data_dir):
@@ -73,12 +88,13 @@ def data_fingerprint(data_dir):
     return digest.hexdigest()
 
 
-def split_files(directory):
-    """(paths, labels) of the images under `directory`/{cats,dogs}, in the order they decode:
-    class by class, then as keras.utils.image_dataset_from_directory lists them (folders and file
-    names sorted), hidden files (macOS' ._cat.1.jpg) left out. Nothing is decoded."""
+def split_files(directory, classes=None):
+    """(paths, labels) of the images under `directory`/<class> (classes: by default the class folders
+    there), in the order they decode: class by class, then as keras.utils.image_dataset_from_directory
+    lists them (folders and file names sorted), hidden files (macOS' ._cat.1.jpg) left out. Nothing
+    is decoded."""
     paths, labels = [], []
-    for label, cls in enumerate(CLASS_DIRS):
+    for label, cls in enumerate(classes or class_folders(directory)):
         for root, _, names in sorted(os.walk(directory / cls), key=lambda walked: walked[0]):
             found = [Path(root, n) for n in sorted(names) if not n.startswith(".") and n.lower().endswith(IMAGE_SUFFIXES)]
             paths += found
@@ -126,19 +142,21 @@ def decode_to_cache(data_dir, listed, image_size, folder):
 
 
 def image_count(directory):
-    """How many images training finds under `directory`/{cats,dogs} (nothing is decoded)."""
+    """How many images training finds under `directory`'s class folders (nothing is decoded)."""
     return len(split_files(directory)[0])
 
 
-def load_data(data_dir, image_size, cache_dir=None):
+def load_data(data_dir, image_size, cache_dir=None, classes=None):
     """Both splits as (train, validation) ImageSets that every trial of this process reuses, from
     the decode cache in `cache_dir` (imagecache.py: decoded there first if missing), or decoded
-    in memory (cache_dir None, or a cache that cannot be written). Prints one line saying which."""
+    in memory (cache_dir None, or a cache that cannot be written). Prints one line saying which.
+    classes: check_data's (by default the class folders of train/)."""
     start = time.monotonic()
-    listed = {split: split_files(data_dir / split) for split in SPLITS}
+    classes = classes or class_folders(data_dir / "train")
+    listed = {split: split_files(data_dir / split, classes) for split in SPLITS}
     counts = {split: len(paths) for split, (paths, _) in listed.items()}
     arrays, where = load_arrays(data_dir, image_size, cache_dir, listed, counts)
-    sets = tuple(ImageSet(*arrays[split]) for split in SPLITS)  # copied out of the map: see ImageSet
+    sets = tuple(ImageSet(*arrays[split], classes) for split in SPLITS)  # copied out of the map: see ImageSet
     print(f"Images: {counts['train']} training and {counts['validation']} validation at {image_size}x{image_size}, "
           f"{where} ({time.monotonic() - start:.1f} s).", flush=True)
     return sets
@@ -170,15 +188,16 @@ def load_arrays(data_dir, image_size, cache_dir, listed, counts):
 
 
 def load_split(directory, image_size, batch_size=256, progress=None):
-    """Decode and resize every image under `directory`/{cats,dogs} once, into an ImageSet (in memory, no cache)."""
-    paths, labels = split_files(directory)
-    return ImageSet(decode_in_memory(directory, paths, image_size, batch_size, progress), labels)
+    """Decode and resize every image under `directory`'s class folders once, into an ImageSet (in memory, no cache)."""
+    classes = class_folders(directory)
+    paths, labels = split_files(directory, classes)
+    return ImageSet(decode_in_memory(directory, paths, image_size, batch_size, progress), labels, classes)
 
 
 def _batches(data, order, batch_size):
     """Batches of (uint8 images, one-hot labels) gathered from `data` in the given index order."""
     return order.batch(batch_size).map(
-        lambda idx: (tf.gather(data.images, idx), tf.one_hot(tf.gather(data.labels, idx), len(CLASS_DIRS))),
+        lambda idx: (tf.gather(data.images, idx), tf.one_hot(tf.gather(data.labels, idx), len(data.classes))),
         num_parallel_calls=tf.data.AUTOTUNE,
     )
 

@@ -37,8 +37,10 @@ import tensorflow as tf
 from tensorboard.plugins.hparams import api_pb2
 
 from hparam_sweep import device, hooks, metrics, pipeline
-from hparam_sweep.common import BACKUP_MINUTES, RunStopped, made, read_json, replaced, write_json, writing
-from hparam_sweep.model import build_model, inference_model
+from hparam_sweep.common import (BACKUP_MINUTES, CLASS_DIRS, RunStopped, keep_classes, made, read_json, replaced,
+                                 write_json, writing)
+from hparam_sweep.model import inference_model
+from hparam_sweep.modelfile import build_model
 from hparam_sweep.naming import TRIAL_FILE, trial_name  # noqa: F401 - trial.trial_name: a grid trial's name
 from hparam_sweep.runlog import HISTORY_FILE, EpochLog, read_history, write_session
 
@@ -63,17 +65,22 @@ class Settings:
     mixed_precision: bool
     xla: bool
     augment_in_model: bool
+    classes: tuple = CLASS_DIRS  # the class folders of data/train, sorted: the model's outputs, in order
+    model_file: str = ""  # --model-file's absolute path; "" for the package's CNN
+    model_sha256: str = ""  # the model file's text (modelfile.fingerprint: why the text)
 
     def record(self):
-        """The settings as trial.json and experiment.json hold them. A field added after the first
-        releases (ADDED_LATER) is left out while it has its default, which means what those releases
-        did: their logdirs still hold comparable trials, and resume in place."""
-        return {k: v for k, v in asdict(self).items() if not (k in ADDED_LATER and v == ADDED_LATER[k])}
+        """The settings as trial.json and experiment.json hold them (JSON: lists, not tuples). A
+        field added after the first releases (ADDED_LATER) is left out while it has its default,
+        which means what those releases did: their logdirs still hold comparable trials, and
+        resume in place."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()
+                if not (k in ADDED_LATER and v == ADDED_LATER[k])}
 
 
 # Settings fields added after the first releases: {name: the default that means the old behaviour}.
 # A new field gets a default here and in Settings.
-ADDED_LATER = {}
+ADDED_LATER = {"classes": CLASS_DIRS, "model_file": "", "model_sha256": ""}
 
 
 class TrialFailed(Exception):
@@ -195,8 +202,7 @@ def fit(values, settings, data, run_dir, epochs, verbose="auto", backup_minutes=
     # Set per trial: keras.backend.clear_session() between trials resets the dtype policy.
     keras.mixed_precision.set_global_policy("mixed_float16" if settings.mixed_precision else "float32")
     keras.utils.set_random_seed(settings.seed)  # same seed, same initial weights and dropout masks
-    augment_seed = settings.seed if settings.augment_in_model else None
-    model = build_model(values, settings.image_size, xla=settings.xla, augment_seed=augment_seed)
+    model = build_model(values, settings)
     validation = pipeline.validation_dataset(val_set, settings.batch_size)
     steps = settings.steps_per_epoch
     backup = Backup(model, run_dir, steps, backup_minutes, next(iter(validation)), start)
@@ -273,6 +279,9 @@ def run(values, settings, data, run_dir, epochs=None, verbose="auto", backup_min
             record.update(resumed_from_step=step, resumed_from_epoch=step // settings.steps_per_epoch)
             record.update(status="success", metrics=summary, epochs=epochs, curve=curve,
                           dtype_policy=model.dtype_policy.name)
+            if epochs >= settings.epochs:
+                hooks.point("trained")  # tests: trials that finish at the same moment
+                keep_model(model, run_dir, settings.classes)
         except KeyboardInterrupt:
             record["status"] = "interrupted"
             write_json(run_dir / TRIAL_FILE, record)
@@ -282,9 +291,6 @@ def run(values, settings, data, run_dir, epochs=None, verbose="auto", backup_min
         except Exception as e:  # noqa: BLE001 - one bad trial (NaN, OOM, a bad value) must not end the grid
             record.update(status="failure", error=f"{type(e).__name__}: {e}".splitlines()[0])
             record["traceback"] = traceback.format_exc()
-        if record["status"] == "success" and epochs >= settings.epochs:
-            hooks.point("trained")  # tests: trials that finish at the same moment
-            keep_model(model, run_dir)
         status = api_pb2.STATUS_SUCCESS if record["status"] == "success" else api_pb2.STATUS_FAILURE
         write_session(run_dir, values, name, status, record["metrics"])
     finally:
@@ -299,11 +305,20 @@ def run(values, settings, data, run_dir, epochs=None, verbose="auto", backup_min
     return record
 
 
-def keep_model(model, run_dir):
-    """Save a fully trained trial's model.inference_model as run_dir/model.keras (atomically), for
-    best_model.keras and whoever wants this trial's model."""
+def keep_model(model, run_dir, classes):
+    """Save a fully trained trial's model.inference_model as run_dir/model.keras (atomically), with
+    the class names of its outputs inside (common.keep_classes), for best_model.keras and whoever
+    wants this trial's model. A write that fails is RunStopped (common.writing); a model that cannot
+    be saved (a model file's layer without a config) is the trial's failure, TrialFailed."""
     with replaced(run_dir / MODEL_FILE, f"cannot keep the trained model in {run_dir / MODEL_FILE}") as tmp:
-        inference_model(model).save(tmp)
+        try:
+            inference_model(model).save(tmp)
+        except (OSError, RunStopped):
+            raise
+        except Exception as e:  # noqa: BLE001 - Keras raises many kinds (TypeError, ValueError, NotImplementedError)
+            raise TrialFailed(f"the trained model cannot be saved ({type(e).__name__}: "
+                              f"{(str(e).splitlines() or [''])[0][:300]})") from None
+        keep_classes(tmp, classes)
 
 
 def record_failure(values, settings, run_dir, error, origin=None):

@@ -32,19 +32,18 @@ def decode_cache_in_tmp(tmp_path_factory):
         yield
 
 
-def write_dataset(root, per_class=(12, 4), size=24, seed=0):
-    """DEST/{train,validation}/{cats,dogs}/*.png: cats bright on the left half, dogs on the right,
-    so that a few steps of training already separate them."""
+def write_dataset(root, per_class=(12, 4), size=24, seed=0, classes=("cats", "dogs")):
+    """DEST/{train,validation}/<class>/*.png: class i of N bright in the i-th of N vertical bands
+    (cats on the left half, dogs on the right), so that a few steps of training already separate them."""
     rng = np.random.default_rng(seed)
     for split, count in zip(("train", "validation"), per_class):
-        for label, cls in enumerate(("cats", "dogs")):
+        for label, cls in enumerate(classes):
             folder = root / split / cls
             folder.mkdir(parents=True, exist_ok=True)
             for i in range(count):
                 pixels = rng.integers(0, 80, (size, size, 3), dtype=np.uint8)
-                half = slice(0, size // 2) if label == 0 else slice(size // 2, size)
-                pixels[:, half] += 150
-                Image.fromarray(pixels).save(folder / f"{cls[:-1]}.{i}.png")
+                pixels[:, label * size // len(classes):(label + 1) * size // len(classes)] += 150
+                Image.fromarray(pixels).save(folder / f"{cls.removesuffix('s')}.{i}.png")
     return root
 
 
