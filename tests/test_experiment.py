@@ -79,7 +79,7 @@ def test_a_damaged_experiment_record_never_lets_other_settings_in(tmp_path, dama
     with pytest.raises(UsageError, match="epochs 2 -> 5.*some-trial"):
         experiment.prepare(logdir, settings(epochs=5), H.HPARAMS, GRID)
     experiment.prepare(logdir, settings(), H.HPARAMS, GRID)  # the matching settings rebuild the record
-    assert json.loads(path.read_text())["settings"] == dataclasses.asdict(settings())
+    assert json.loads(path.read_text())["settings"] == settings().record()
 
 
 def test_restart_twice_in_one_second_keeps_both(tmp_path):
