@@ -61,9 +61,9 @@ def epochs_trained(record):
     return record.get("epochs", record["settings"]["epochs"])
 
 
-def stopped_early(record):
-    """Whether early stopping ended the trial (a success that trained no further: it is done)."""
-    return record.get("stopped_early_at") is not None
+def stopped_early(record, epoch=math.inf):
+    """Whether early stopping ended the trial (a success that trains no further: it is done), at `epoch` or before."""
+    return record.get("stopped_early_at") is not None and record["stopped_early_at"] <= epoch
 
 
 def fully_trained(record, epochs):
@@ -198,7 +198,8 @@ class Halving(Search):
         def key(name):
             return self.objective.order(metrics_at(records[name], rung)), order.index(name)
 
-        alive = [n for n in entered if metrics_at(records[n], rung) is not None and not stopped_early(records[n])]
+        # Not a trial that early stopping ended by this rung; one it ended later went on from here.
+        alive = [n for n in entered if metrics_at(records[n], rung) is not None and not stopped_early(records[n], rung)]
         return sorted(alive, key=key)[: max(1, math.ceil(len(entered) / self.rate))] if rung < self.epochs else []
 
     def decisions(self, records):

@@ -9,7 +9,7 @@ import pytest
 from conftest import snapshot
 from tensorboard.plugins.hparams import summary_v2 as hp
 
-from hparam_sweep import experiment, grid, naming, trial
+from hparam_sweep import experiment, grid, metrics as M, naming, trial
 import hparams as H
 import train
 from hparam_sweep.common import UsageError, write_json
@@ -271,3 +271,35 @@ def test_a_rank_1_trained_before_trials_kept_their_models_is_said(dataset, tmp_p
     out = capsys.readouterr().out
     assert (f"Note: best_model.keras is {first['run']}'s model, not rank 1's ({second['run']}): that trial was "
             "trained before each trial kept its model") in out
+
+
+def hparams_configs(logdir):
+    """The metric tags of each hparams_config in logdir's own event files, oldest first."""
+    from tensorboard.backend.event_processing import event_accumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    configs = []
+    for path in sorted(logdir.glob("events.out.tfevents*"), key=lambda p: p.stat().st_mtime_ns):
+        events = event_accumulator.EventAccumulator(str(path)).Reload()
+        for content in events.PluginTagToContent("hparams").values():
+            experiment_pb = plugin_data_pb2.HParamsPluginData.FromString(content).experiment
+            configs.append([(m.name.group, m.name.tag) for m in experiment_pb.metric_infos])
+    return configs
+
+
+def test_a_changed_metric_set_rewrites_the_dashboards_hparams_config(tmp_path):
+    """experiment.json records the dashboard's metrics: an experiment whose record has other ones (an older
+    release's, before a metric was added) gets an hparams_config with today's, once."""
+    logdir = tmp_path / "logs"
+    stopping = settings(early_stopping=2, objective="val_auc")
+    experiment.prepare(logdir, stopping, H.HPARAMS, GRID)
+    today = [(m.as_proto().name.group, m.as_proto().name.tag) for m in M.dashboard("val_auc", 2)]
+    assert ("", M.STOPPED_EARLY_AT) in today and ("", M.AUC) in today
+    experiment.prepare(logdir, stopping, H.HPARAMS, GRID)
+    assert hparams_configs(logdir) == [today]  # the same metrics: not written again
+
+    path = logdir / experiment.EXPERIMENT_FILE
+    recorded = json.loads(path.read_text())
+    write_json(path, {**recorded, "metrics": recorded["metrics"][:-1]})
+    experiment.prepare(logdir, stopping, H.HPARAMS, GRID)
+    assert hparams_configs(logdir) == [today, today] and json.loads(path.read_text()) == recorded
