@@ -78,15 +78,15 @@ def test_an_early_stopped_trial_killed_and_resumed_stops_at_the_same_epoch_bit_i
     expected = trial_outcome(tmp_path / "straight" / STILL_TRIAL)
     assert expected[0][M.STOPPED_EARLY_AT] == 2
 
-    # Killed mid-epoch 2 (its 5th backup: epoch 1 took 3), so the resumed attempt sees only epoch 1 done
-    # and must know epoch 1 was the best; then right after epoch 2's backup (its first in the resumed
-    # process), before its logs and trial.json: the backup alone says that the trial has stopped.
-    logdir = tmp_path / "killed"
-    for kill_at in ("backup:5", "backup:1", None):
+    # Killed mid-epoch 2 (its 5th backup: epoch 1 took 3): the resumed attempt sees only epoch 1 done,
+    # and must know that epoch 1 was the best. Killed right after epoch 2's backup, before its logs and
+    # trial.json: the backup alone tells the resumed attempt that the trial has stopped.
+    for logdir, kill_at in [(tmp_path / "mid-epoch", "backup:5"), (tmp_path / "at-the-stop", "backup:6")]:
         run_still_trial(dataset, logdir, kill_at)
-    record = json.loads((logdir / STILL_TRIAL / trial.TRIAL_FILE).read_text())
-    assert (record["attempts"], record["resumed_from_step"], record["stopped_early_at"]) == (3, 6, 2)
-    assert trial_outcome(logdir / STILL_TRIAL) == expected  # exact, not approximate
+        run_still_trial(dataset, logdir)
+        record = json.loads((logdir / STILL_TRIAL / trial.TRIAL_FILE).read_text())
+        assert (record["attempts"], record["resumed_from_step"], record["stopped_early_at"]) == (2, int(kill_at[-1]), 2)
+        assert trial_outcome(logdir / STILL_TRIAL) == expected  # exact, not approximate
 
 
 def test_halving_never_continues_an_early_stopped_trial(dataset, tmp_path, capsys):
