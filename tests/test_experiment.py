@@ -143,6 +143,17 @@ def test_without_experiment_json_the_search_is_still_checked(tmp_path, evidence)
     experiment.prepare(logdir, settings(), H.HPARAMS, halving)  # the same search goes on
 
 
+def test_without_experiment_json_an_early_stopped_trial_is_no_sign_of_halving(tmp_path):
+    logdir = tmp_path / "logs"
+    stopping = settings(early_stopping=1)
+    experiment.prepare(logdir, stopping, H.HPARAMS, GRID)
+    (logdir / "a").mkdir()
+    write_json(logdir / "a" / trial.TRIAL_FILE, {"name": "a", "status": "success", "epochs": 1, "stopped_early_at": 1,
+                                                 "settings": stopping.record()})
+    (logdir / experiment.EXPERIMENT_FILE).unlink()
+    experiment.prepare(logdir, stopping, H.HPARAMS, GRID)  # trained fewer epochs, but as a grid's trial does
+
+
 # Folder names Windows refuses besides these characters: reserved device names, a trailing dot or space.
 UNSAFE = re.compile(r'[\x00-\x1f<>:"/\\|?*]|[. ]$|^\.|^(con|prn|aux|nul|com\d|lpt\d)(\..*)?$', re.IGNORECASE)
 ODD = {"num_units": [8, 256, -3], "dropout": [0.1, 0.5, 1e-05, 1e16], "learning_rate": [1e-05, 0.001, 0.0001],

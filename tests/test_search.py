@@ -61,15 +61,16 @@ def simulate(halving, accuracy, loss=lambda name, epoch: 1.0, stops=None):
     for tasks in halving.rounds(records):
         for task in tasks:
             trained.append((task.name, task.epochs))
-            epochs = min(task.epochs, (stops or {}).get(task.name, task.epochs))
+            stop = (stops or {}).get(task.name, halving.epochs)
+            epochs = min(task.epochs, stop)
             curve = [{"accuracy": accuracy(task.name, e), "val_loss": loss(task.name, e)} for e in range(1, epochs + 1)]
             if any(row["accuracy"] is None for row in curve):
                 records[task.name] = record(task.name, "failure", epochs=epochs)
             else:
                 records[task.name] = record(task.name, "success", curve[-1]["accuracy"], curve[-1]["val_loss"], epochs,
                                             curve)
-                if epochs < task.epochs:
-                    records[task.name]["stopped_early_at"] = epochs
+                if stop <= task.epochs and stop < halving.epochs:  # trial.run's rule: before the last epoch
+                    records[task.name]["stopped_early_at"] = stop
     return records, trained
 
 
@@ -145,17 +146,19 @@ def test_early_stopping_ends_a_trial_once_its_objective_has_not_improved_for_pat
     assert metrics.objective(name).stopped_at(values, patience) == stopped_at
 
 
-def test_a_trial_stopped_early_is_done_ranks_as_fully_trained_and_never_goes_on():
+@pytest.mark.parametrize("stop", [2, 3])  # inside rung 3, or at its very epoch
+def test_a_trial_stopped_early_is_done_ranks_as_fully_trained_and_never_goes_on(stop):
     halving = search.Halving(proposed({f"t{i}": {} for i in range(6)}), 5, 1, 3)
-    # t5 is the best at every epoch, but early stopping ends it at epoch 2, while rung 3 trains it.
-    records, trained = simulate(halving, lambda name, epoch: int(name[1:]) / 100 + epoch / 1000, stops={"t5": 2})
+    # t5 is the best at every epoch, but early stopping ends it at epoch `stop`, while rung 3 trains it.
+    records, trained = simulate(halving, lambda name, epoch: int(name[1:]) / 100 + epoch / 1000, stops={"t5": stop})
+    assert records["t5"]["stopped_early_at"] == stop
     rung1, rung3, rung5 = halving.decisions(records)
     assert rung1.promoted == ["t5", "t4"]
     assert (rung3.trained, rung3.promoted) == (["t5", "t4"], ["t4"])  # t4 goes on in its place: t5 is done
     assert rung5.trained == ["t4"]
     assert [t for t in trained if t[0] == "t5"] == [("t5", 1), ("t5", 3)]  # never asked for more
     assert search.is_done(records["t5"], 5) and list(halving.rounds(records)) == []
-    # It ranks among the fully trained trials (its 2 epochs are all it trains) by its accuracy there: first.
+    # It ranks among the fully trained trials (its epochs are all it trains) by its accuracy there: first.
     assert [r["name"] for r in search.ranked(records.values())][:2] == ["t5", "t4"]
 
 
