@@ -6,7 +6,7 @@
     python train.py --grid optimizer=adam --epochs 10
     python train.py --sampler random --trials 20     # 20 trials drawn from the domains instead of the grid
     python train.py --sampler tpe --trials 20        # 20 trials proposed by TPE (pip install -e ".[tpe]")
-    python train.py --objective val_loss --early-stopping 3   # rank by validation loss; stop a trial 3 epochs past its best
+    python train.py --objective val_loss --early-stopping 3  # rank by val loss; stop a trial 3 epochs past its best
     tensorboard --logdir logs/hparam_tuning
 
 Rerunning the same command after a crash or Ctrl-C resumes: finished trials are skipped, an
