@@ -7,6 +7,7 @@
     python train.py --sampler random --trials 20     # 20 trials drawn from the domains instead of the grid
     python train.py --sampler tpe --trials 20        # 20 trials proposed by TPE (pip install -e ".[tpe]")
     python train.py --model-file my_model.py         # your own build_model(hparams, image_size, num_classes)
+    python train.py --objective val_loss --early-stopping 3  # rank by val loss; stop a trial 3 epochs past its best
     tensorboard --logdir logs/hparam_tuning
 
 Rerunning the same command after a crash or Ctrl-C resumes: finished trials are skipped, an
@@ -111,6 +112,12 @@ def parse_args(argv):
     add("--search", choices=("grid", "halving"), default="grid", help="grid: every trial for --epochs; halving: "
         "every trial for --min-epochs, then only the best 1/--halving-rate go on, rung by rung, to --epochs "
         "(default: %(default)s)")
+    add("--objective", default="val_accuracy", metavar="METRIC", help="what ranks the trials (results.csv, halving's "
+        "rungs, best_model.keras, TPE) and what --early-stopping watches: val_accuracy, val_loss (lower is better) or "
+        "val_auc (Keras' AUC, one-vs-rest for each class and averaged) (default: %(default)s)")
+    add("--early-stopping", type=positive_int, default=0, metavar="PATIENCE", help="end a trial once its --objective "
+        "has not improved for PATIENCE epochs in a row; it counts as fully trained (halving does not continue it) and "
+        "keeps its last epoch's model (default: off)")
     add("--min-epochs", type=positive_int, default=DEFAULT_MIN_EPOCHS,
         help="halving: the first rung's epochs (default: %(default)s)")
     add("--halving-rate", type=int, default=DEFAULT_HALVING_RATE,
@@ -161,7 +168,7 @@ def make_settings(args, train_images):
     from hparam_sweep import modelfile, pipeline, trial
 
     same = ("image_size", "batch_size", "epochs", "seed", "deterministic", "mixed_precision", "augment_in_model",
-            "classes")
+            "classes", "early_stopping", "objective")
     model = {"model_file": str(args.model_file), "model_sha256": modelfile.fingerprint(args.model_file)} \
         if args.model_file else {}
     # Op determinism switches XLA off anyway; say so in the settings rather than pretend.
@@ -260,12 +267,13 @@ def _main(args):
         # instead of after TensorFlow's several-second import.
         import data_split
         import hparams
-        from hparam_sweep import experiment, grid, loop, pipeline, sampler, search
+        from hparam_sweep import experiment, grid, loop, metrics, pipeline, sampler, search
 
+        objective = metrics.objective(args.objective)
         domains = grid.override(hparams.HPARAMS, args.grid)
         sampling = (sampler.RandomSampler(domains, hparams.LOG_SCALE, args.seed, args.trials)
                     if args.sampler == "random" else
-                    sampler.TPESampler(domains, hparams.LOG_SCALE, args.seed, args.trials, args.tpe_batch)
+                    sampler.TPESampler(domains, hparams.LOG_SCALE, args.seed, args.trials, args.tpe_batch, objective)
                     if args.sampler == "tpe" else sampler.GridSampler(domains))
         with experiment.locked(args.logdir):
             if args.demo:
@@ -277,7 +285,8 @@ def _main(args):
             if args.sampler == "tpe":  # proposes its trials batch by batch, from the results
                 searcher = search.Sequential(sampling, args.epochs)
             elif args.search == "halving":
-                searcher = search.Halving(sampling.trials(args.logdir), args.epochs, args.min_epochs, args.halving_rate)
+                searcher = search.Halving(sampling.trials(args.logdir), args.epochs, args.min_epochs, args.halving_rate,
+                                          objective)
             else:
                 searcher = search.Grid(sampling.trials(args.logdir), args.epochs)
             experiment.prepare(args.logdir, settings, domains, {**searcher.describe(), **sampling.describe()},
@@ -305,13 +314,16 @@ def finish(args, records):
     from hparam_sweep import metrics as M
     from hparam_sweep.common import read_json
 
-    ranked = search.ranked(records)
-    print("\nrank  accuracy  best_acc  val_loss   time  epochs  status   trial")
+    objective = M.objective(args.objective)
+    ranked = search.ranked(records, objective)
+    print(f"\nrank  accuracy  best_acc  val_loss   time  epochs  status   trial (ranked by {objective.name})")
     for rank, r in enumerate(ranked, 1):
         m = r.get("metrics") or {}
         if r["status"] == "success":
+            auc = f", {M.AUC} {m[M.AUC]:.4f}" if M.AUC in m else ""
+            stopped = f", stopped early at epoch {r['stopped_early_at']}" if search.stopped_early(r) else ""
             print(f"{rank:>4}  {m[M.ACCURACY]:8.4f}  {m[M.BEST_ACCURACY]:8.4f}  {m[M.VAL_LOSS]:8.4f}  "
-                  f"{console.minutes(m[M.WALL_TIME]):>5}  {m.get(M.EPOCHS, '?'):>6}  success  {r['name']}")
+                  f"{console.minutes(m[M.WALL_TIME]):>5}  {m.get(M.EPOCHS, '?'):>6}  success  {r['name']}{auc}{stopped}")
         else:
             print(f"{rank:>4}  {'-':>8}  {'-':>8}  {'-':>8}  {'-':>5}  {'-':>6}  {r['status']:<7}  {r['name']}: "
                   f"{r.get('error')}")

@@ -80,19 +80,12 @@ CHOICE_RULE = (f"among the replayed settings whose test gap on the choice data i
                "the one that saves most epochs (ties: the lower worst gap, then the lower median gap)")
 
 
-class LossHalving(search.Halving):
-    """Halving that ranks a rung by validation loss (lower first), then accuracy: for the replay."""
-
-    def rung_key(self, accuracy, val_loss):
-        return val_loss, -accuracy
-
-
-def replay(kind, epochs, min_epochs, rate, grid_records):
-    """(the search, its decisions, its pick) of halving (`kind`: search.Halving or LossHalving, with
-    these settings) run on the grid's trials, each trained to epoch k taken from the grid's record
-    at epoch k (its curve): what a real run gives under --deterministic."""
-    halving = kind([search.Trial(name, record["hparams"]) for name, record in grid_records.items()],
-                   epochs, min_epochs, rate)
+def replay(objective, epochs, min_epochs, rate, grid_records):
+    """(the search, its decisions, its pick) of halving (ranking its rungs by `objective`, a
+    metrics.Objective, with these settings) run on the grid's trials, each trained to epoch k taken
+    from the grid's record at epoch k (its curve): what a real run gives under --deterministic."""
+    halving = search.Halving([search.Trial(name, record["hparams"]) for name, record in grid_records.items()],
+                             epochs, min_epochs, rate, objective)
     records = {}
     for tasks in halving.rounds(records):
         for task in tasks:
@@ -177,12 +170,14 @@ def replayed_settings(grid_trials, scores, test_count, epochs, min_epochs_list, 
     settings = {}
     for min_epochs in min_epochs_list:
         for rate in rates:
-            for metric, kind in (("val_accuracy", search.Halving), ("val_loss", LossHalving)):
+            for metric in ("val_accuracy", "val_loss"):
                 if min_epochs > epochs:
                     continue
-                halving_search, _, picked = replay(kind, epochs, min_epochs, rate, grid_trials)
-                first = [(grid_trials[n]["curve"][halving_search.rungs[0] - 1][M.ACCURACY] if metric == "val_accuracy"
-                          else -grid_trials[n]["curve"][halving_search.rungs[0] - 1][M.VAL_LOSS]) for n in grid_rank]
+                objective = M.OBJECTIVES[metric]
+                halving_search, _, picked = replay(objective, epochs, min_epochs, rate, grid_trials)
+                # Higher is better, as the final accuracy it is correlated with.
+                first = [-objective.signed(grid_trials[n]["curve"][halving_search.rungs[0] - 1][objective.key])
+                         for n in grid_rank]
                 settings[setting_name(min_epochs, rate, metric)] = {
                     "pick": picked, "rank_in_grid": grid_rank.index(picked) + 1,
                     "test_gap": round(scores[grid_pick] - scores[picked], 4),
@@ -273,7 +268,7 @@ def one_seed(seed, data, tmp, args, tag=""):
         halving_wall, halving_trials = run_search("halving", data, halving_dir, seed, args, settings)
         real_decisions = read_json(halving_dir / experiment.DECISIONS_FILE)
         real_pick = search.ranked(list(halving_trials.values()))[0]["name"]
-        _, decisions, pick = replay(search.Halving, args.epochs, args.min_epochs, args.halving_rate, grid_trials)
+        _, decisions, pick = replay(M.DEFAULT_OBJECTIVE, args.epochs, args.min_epochs, args.halving_rate, grid_trials)
         result.update({
             "halving_wall_s": round(halving_wall, 1), "wall_ratio": round(grid_wall / halving_wall, 3),
             "epochs_trained": {"grid": sum(map(search.epochs_trained, grid_trials.values())),

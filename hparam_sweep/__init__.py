@@ -23,7 +23,7 @@ train.py as arguments):
     imagecache.py  the decode cache
     grid.py        hparam domains -> the grid's combinations; --grid overrides
     naming.py      run folder names (Trial IDs), without TensorFlow
-    metrics.py     metric names and the dashboard's hp.Metric list
+    metrics.py     metric names, the dashboard's hp.Metric list; the objective: what ranks trials, when early stopping stops
     demo.py        the synthetic images of --demo
     console.py     TensorFlow's noise kept off stderr; progress lines
     device.py      the GPUs TensorFlow sees, the device flags and their defaults

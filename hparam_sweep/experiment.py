@@ -23,8 +23,9 @@ import shutil
 import tensorflow as tf
 from tensorboard.plugins.hparams import summary_v2 as hp
 
-from hparam_sweep import metrics, sampler, search, trial
+from hparam_sweep import metrics, sampler, trial
 from hparam_sweep.common import FINISHED, UsageError, made, read_json, replaced, write_json, writing
+from hparam_sweep.search import fully_trained
 
 EXPERIMENT_FILE = "experiment.json"
 RESULTS_FILE = "results.csv"
@@ -54,12 +55,12 @@ def recorded_search(logdir, recorded, search):
     """The search that earlier runs in logdir made, as far as the logdir tells; `search` where
     nothing tells otherwise. experiment.json says (`recorded`, as read; older ones, without the
     field, were grids); without it (deleted or damaged), halving.json's rungs or a trial trained to
-    fewer than its settings' epochs say that a halving search ran there."""
+    fewer than its settings' epochs (and not stopped early) say that a halving search ran there."""
     if recorded:
         return recorded.get("search", {"search": "grid"})
     rungs = [d["epochs"] for d in read_json(logdir / DECISIONS_FILE) or []]
     records = [read_json(path) or {} for path in logdir.glob(f"*/{trial.TRIAL_FILE}")]
-    stopped_short = any(r.get("status") == "success" and r.get("epochs", r["settings"]["epochs"]) < r["settings"]["epochs"]
+    stopped_short = any(r.get("status") == "success" and not fully_trained(r, r["settings"]["epochs"])
                         for r in records)
     if not rungs and not stopped_short:
         return search
@@ -82,7 +83,9 @@ def prepare(logdir, settings, hparams, search, domains=None):
     domains the sampler's (by default the grid's: each hparam's grid values)."""
     made(logdir)
     domains = domains or sampler.GridSampler(hparams).domains()
-    current = {"settings": settings.record(), "domains": domains, "search": search}
+    shown = metrics.dashboard(settings.objective, settings.early_stopping)
+    current = {"settings": settings.record(), "domains": domains, "search": search,
+               "metrics": [[m.as_proto().name.group, m.as_proto().name.tag, m.as_proto().display_name] for m in shown]}
     recorded = read_json(logdir / EXPERIMENT_FILE)
     earlier_search = recorded_search(logdir, recorded, search)
     if earlier_search != search:
@@ -98,11 +101,12 @@ def prepare(logdir, settings, hparams, search, domains=None):
             )
     if recorded != current:
         # The dashboard reads the experiment's domains and metrics from the logdir itself (the
-        # parent of the run directories); a later config there supersedes an earlier one.
+        # parent of the run directories); a later config there supersedes an earlier one. Written
+        # again whenever either changes, e.g. when a release adds a metric to an older experiment.
         with writing(f"cannot write the hparams_config in {logdir}", tf.errors.OpError):
             writer = tf.summary.create_file_writer(str(logdir))
             with writer.as_default():
-                hp.hparams_config(hparams=hparams, metrics=metrics.METRICS)
+                hp.hparams_config(hparams=hparams, metrics=shown)
             writer.close()
         write_json(logdir / EXPERIMENT_FILE, current)
 
@@ -163,10 +167,12 @@ def other_trials(logdir, trials):
     return {p.name for p in logdir.iterdir() if (p / trial.TRIAL_FILE).exists()} - set(trials)
 
 
-def write_results(logdir, ranked_records, hparams):
-    """results.csv: one row per trial of this search, in rank order, every hparam, the status and metrics."""
+def write_results(logdir, ranked_records, hparams, settings):
+    """results.csv: one row per trial of this search, in rank order, every hparam, the status and the
+    summary metrics that the settings' trials report (metrics.summary)."""
     path = logdir / RESULTS_FILE
-    columns = ["rank", "run"] + [h.name for h in hparams] + ["status"] + metrics.SUMMARY + ["error"]
+    summary = metrics.summary(settings.objective, settings.early_stopping)
+    columns = ["rank", "run"] + [h.name for h in hparams] + ["status"] + summary + ["error"]
     with replaced(path) as tmp, tmp.open("w", newline="") as f:
         writer = csv.DictWriter(f, columns)
         writer.writeheader()
@@ -194,9 +200,10 @@ def write_decisions(logdir, decisions):
 
 
 def rank_one(ranked, epochs):
-    """results.csv's rank 1 (`ranked`: search.ranked's records) if it trained all `epochs`, else None."""
-    first = ranked[0] if ranked and ranked[0]["status"] == "success" else None
-    return first if first and search.epochs_trained(first) == epochs else None
+    """results.csv's rank 1 (`ranked`: search.ranked's records) if it trained all `epochs` (or as far as early
+    stopping let it), else None."""
+    first = ranked[0] if ranked else None
+    return first if first and fully_trained(first, epochs) else None
 
 
 def keep_best(logdir, ranked, epochs):

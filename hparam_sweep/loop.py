@@ -48,10 +48,12 @@ def seconds_between(record):
         return 0.0
 
 
-def outcome_line(label, values, record, eta):
-    """A finished trial's console line."""
+def outcome_line(label, values, record, eta, objective):
+    """A finished trial's console line: its objective's value (by default, "accuracy 0.8750")."""
     if record["status"] == "success":
-        outcome = f"accuracy {record['metrics'][metrics.ACCURACY]:.4f}"
+        outcome = f"{objective.key} {record['metrics'][objective.key]:.4f}"
+        if search.stopped_early(record):
+            outcome += f", stopped early at epoch {record['stopped_early_at']}"
     else:
         outcome = f"FAILED: {record['error']}"
     return (f"{label} {describe(values)} -> {outcome} ({console.minutes(seconds_between(record))}, "
@@ -91,7 +93,7 @@ class Eta:
 def run_search(searcher, settings, hparams, logdir, executor):
     """Run the search (a search.Search) in logdir with `executor`; return the records of the trials
     it proposed."""
-    records = {}
+    records, objective = {}, metrics.objective(settings.objective)
 
     def trained(among):
         """Epochs the successful trials among these records trained."""
@@ -117,8 +119,8 @@ def run_search(searcher, settings, hparams, logdir, executor):
         return len(decisions)
 
     def record_results():
-        ranked = search.ranked(list(records.values()))
-        experiment.write_results(logdir, ranked, hparams)
+        ranked = search.ranked(list(records.values()), objective)
+        experiment.write_results(logdir, ranked, hparams, settings)
         experiment.keep_best(logdir, ranked, settings.epochs)
 
     eta = Eta(searcher.planned_epochs(), 0)
@@ -135,7 +137,7 @@ def run_search(searcher, settings, hparams, logdir, executor):
             name = record["name"]
             records[name] = record
             record_results()
-            print(outcome_line(labels[name], values[name], record, eta.seconds(trained(records))), flush=True)
+            print(outcome_line(labels[name], values[name], record, eta.seconds(trained(records)), objective), flush=True)
         hooks.point("round")  # tests: a kill between a round's last trial and its decisions
         decided = record_decisions(decided)
     if others := experiment.other_trials(logdir, searcher.trials):

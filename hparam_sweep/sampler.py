@@ -99,16 +99,17 @@ class TPESampler:
     """`count` trials proposed by Optuna's TPESampler, `batch` at a time, from the records alone.
 
     The logdir is the only storage: trial i is asked of a study rebuilt, in trial order, from the
-    trials of the batches before it (a success told its validation accuracy, a failure told as
+    trials of the batches before it (a success told its objective's value, a failure told as
     failed) and its batch-mates before it (told as running: TPE's constant liar keeps a batch
     apart), by a TPESampler seeded with (seed, i). So trial i depends on those records alone, never
     on which trial of a batch finished first, nor on whether the run was killed and resumed.
     """
 
-    def __init__(self, hparams, log_scale, seed, count, batch):
+    def __init__(self, hparams, log_scale, seed, count, batch, objective=metrics.DEFAULT_OBJECTIVE):
         check_log_scale(hparams, log_scale)
         self.optuna = import_optuna()
         self.hparams, self.log_scale, self.seed, self.count, self.batch = hparams, set(log_scale), seed, count, batch
+        self.objective = objective  # a success is told its value, which the study maximizes or minimizes
         self.distributions = {h.name: self.distribution(h.domain, h.name in self.log_scale) for h in hparams}
 
     def describe(self):
@@ -146,17 +147,18 @@ class TPESampler:
 
     def study(self, index, told, asked):
         """The in-memory study that trial `index` is asked of: the told trials as they ended (a success
-        with its validation accuracy, a failure as failed), then the asked ones as running."""
+        with its objective's value, a failure as failed), then the asked ones as running."""
         optuna = self.optuna
         state, frozen = optuna.trial.TrialState, optuna.trial.create_trial
         seed = int(hashlib.sha256(f"{self.seed}-{index}".encode()).hexdigest()[:8], 16)
         with quiet(optuna):
-            study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(
+            direction = "maximize" if self.objective.maximize else "minimize"
+            study = optuna.create_study(direction=direction, sampler=optuna.samplers.TPESampler(
                 seed=seed, n_startup_trials=TPE_STARTUP_TRIALS, constant_liar=True))
             for t, record in told:
                 if record["status"] == "success":
                     study.add_trial(frozen(params=t.values, distributions=self.distributions,
-                                           value=record["metrics"][metrics.ACCURACY]))
+                                           value=record["metrics"][self.objective.key]))
                 else:
                     study.add_trial(frozen(params=t.values, distributions=self.distributions, state=state.FAIL))
             for t in asked:

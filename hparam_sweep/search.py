@@ -61,22 +61,28 @@ def epochs_trained(record):
     return record.get("epochs", record["settings"]["epochs"])
 
 
+def stopped_early(record, epoch=math.inf):
+    """Whether early stopping ended the trial (a success that trains no further: it is done), at `epoch` or before."""
+    return record.get("stopped_early_at") is not None and record["stopped_early_at"] <= epoch
+
+
+def fully_trained(record, epochs):
+    """Whether a successful trial's record shows it trained `epochs` epochs, or as far as early stopping let it."""
+    return record["status"] == "success" and (epochs_trained(record) >= epochs or stopped_early(record))
+
+
 def is_done(record, epochs):
-    """Whether a trial's record shows it finished at `epochs` epochs or more (or failed)."""
+    """Whether a trial's record shows it finished at `epochs` epochs or more (or failed, or stopped early)."""
     if record is None or record.get("status") not in FINISHED:
         return False
-    return record["status"] == "failure" or epochs_trained(record) >= epochs
+    return record["status"] == "failure" or fully_trained(record, epochs)
 
 
 def metrics_at(record, epoch):
-    """(validation accuracy, validation loss) after `epoch` epochs, or None if the trial failed before."""
+    """The validation metrics ({key: value}) after `epoch` epochs, or None if the trial failed or stopped before."""
     if record["status"] != "success" or epochs_trained(record) < epoch:
         return None
-    if epoch == epochs_trained(record):
-        m = record["metrics"]
-        return m[metrics.ACCURACY], m[metrics.VAL_LOSS]
-    row = record["curve"][epoch - 1]
-    return row[metrics.ACCURACY], row[metrics.VAL_LOSS]
+    return record["metrics"] if epoch == epochs_trained(record) else record["curve"][epoch - 1]
 
 
 class Search:
@@ -156,16 +162,17 @@ class Sequential(Search):
 class Halving(Search):
     """Successive halving: rungs at min_epochs * rate**k epochs, capped, ending at `epochs`.
 
-    At each rung the best ceil(n / rate) trials (at least one) by validation accuracy at that
-    epoch go on. Ties go to the lower validation loss at that epoch, then to the trial earlier in
-    trial order, so the same records always give the same decisions. A failed trial never goes on.
+    At each rung the best ceil(n / rate) trials (at least one) by the objective at that epoch
+    (metrics.Objective.order: by default validation accuracy, ties to the lower validation loss) go
+    on; then ties go to the trial earlier in trial order, so the same records always give the same
+    decisions. A failed trial never goes on, nor one that early stopping ended: it is done.
     """
 
-    def __init__(self, trials, epochs, min_epochs, rate):
+    def __init__(self, trials, epochs, min_epochs, rate, objective=metrics.DEFAULT_OBJECTIVE):
         if min_epochs < 1 or rate < 2:
             raise ValueError("halving needs min_epochs >= 1 and a rate of at least 2")
         super().__init__(trials, epochs)
-        self.min_epochs, self.rate = min_epochs, rate
+        self.min_epochs, self.rate, self.objective = min_epochs, rate, objective
         self.rungs = []
         rung = min(min_epochs, epochs)
         while rung < epochs:
@@ -189,15 +196,11 @@ class Halving(Search):
         order = list(self.trials)
 
         def key(name):
-            at = metrics_at(records[name], rung)
-            return (at is None, self.rung_key(*at) if at else (), order.index(name))
+            return self.objective.order(metrics_at(records[name], rung)), order.index(name)
 
-        alive = [n for n in sorted(entered, key=key) if metrics_at(records[n], rung) is not None]
-        return alive[: max(1, math.ceil(len(entered) / self.rate))] if rung < self.epochs else []
-
-    def rung_key(self, accuracy, val_loss):
-        """How a rung ranks its trials (lower first): higher validation accuracy, then lower loss."""
-        return -accuracy, val_loss
+        # Not a trial that early stopping ended by this rung; one it ended later went on from here.
+        alive = [n for n in entered if metrics_at(records[n], rung) is not None and not stopped_early(records[n], rung)]
+        return sorted(alive, key=key)[: max(1, math.ceil(len(entered) / self.rate))] if rung < self.epochs else []
 
     def decisions(self, records):
         """The rungs decided so far (every trial of the rung has its record), in order."""
@@ -218,13 +221,13 @@ class Halving(Search):
         return total
 
 
-def ranked(records):
-    """Finished trials, best first: successes by epochs trained (the fully trained first), then by
-    accuracy at their last epoch, then lower validation loss; failures last."""
+def ranked(records, objective=metrics.DEFAULT_OBJECTIVE):
+    """Finished trials, best first: successes by epochs trained (the fully trained first; a trial
+    that early stopping ended counts as fully trained), then by the objective at their last epoch
+    (metrics.Objective.order: by default higher accuracy, then lower validation loss); failures last."""
 
     def key(r):
-        m = r.get("metrics") or {}
-        trained = epochs_trained(r) if r["status"] == "success" else 0
-        return (r["status"] != "success", -trained, -m.get(metrics.ACCURACY, 0.0), m.get(metrics.VAL_LOSS, 0.0))
+        trained = 0 if r["status"] != "success" else r["settings"]["epochs"] if stopped_early(r) else epochs_trained(r)
+        return (r["status"] != "success", -trained, objective.order(r.get("metrics") or {}))
 
     return sorted(records, key=key)

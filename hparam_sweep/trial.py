@@ -68,6 +68,8 @@ class Settings:
     classes: tuple = CLASS_DIRS  # the class folders of data/train, sorted: the model's outputs, in order
     model_file: str = ""  # --model-file's absolute path; "" for the package's CNN
     model_sha256: str = ""  # the model file's text (modelfile.fingerprint: why the text)
+    early_stopping: int = 0  # patience in epochs (--early-stopping); 0: every trial trains all its epochs
+    objective: str = metrics.DEFAULT_OBJECTIVE.name  # what ranks trials and early stopping watches (--objective)
 
     def record(self):
         """The settings as trial.json and experiment.json hold them (JSON: lists, not tuples). A
@@ -80,11 +82,21 @@ class Settings:
 
 # Settings fields added after the first releases: {name: the default that means the old behaviour}.
 # A new field gets a default here and in Settings.
-ADDED_LATER = {"classes": CLASS_DIRS, "model_file": "", "model_sha256": ""}
+ADDED_LATER = {"classes": CLASS_DIRS, "model_file": "", "model_sha256": "", "early_stopping": 0,
+               "objective": metrics.DEFAULT_OBJECTIVE.name}
 
 
 class TrialFailed(Exception):
     """A trial that ran but produced no usable model (its loss went NaN)."""
+
+
+def stopped_early_at(settings, rows):
+    """The epoch (from 1) at which --early-stopping ends a trial with these history rows, or None.
+    Its whole state (the best value so far, the epochs since) is in the rows: nothing else to back up."""
+    if not settings.early_stopping:
+        return None
+    objective = metrics.objective(settings.objective)
+    return objective.stopped_at([row[objective.name] for row in rows], settings.early_stopping)
 
 
 class Backup(keras.callbacks.Callback):
@@ -93,14 +105,16 @@ class Backup(keras.callbacks.Callback):
     The backup holds the weights, the optimizer's slots and step count, the metric accumulators of
     the epoch in progress, the dropout and augmentation seed generators' states, the global step
     and every finished epoch's row. It is written every `minutes` and at each epoch end (after
-    validation). An epoch's history.csv row and TensorBoard points are written only after the
+    validation); once `stopping(rows)` says early stopping ends the trial, training stops after
+    that epoch's backup. An epoch's history.csv row and TensorBoard points are written only after the
     backup that holds them, and a resume first writes what the backup holds but the logs lack: a
     kill at any moment neither repeats nor loses a point. (Keras' BackupAndRestore restores the
     epoch, not the step, the metric accumulators or the logs.)
     """
 
-    def __init__(self, model, run_dir, steps_per_epoch, minutes, sample_batch, started):
+    def __init__(self, model, run_dir, steps_per_epoch, minutes, sample_batch, started, stopping=lambda rows: None):
         super().__init__()
+        self.stopping = stopping
         self.run_dir, self.steps_per_epoch, self.seconds = run_dir, steps_per_epoch, minutes * 60
         self.started, self.seconds_before = started, 0.0  # this attempt's start; what earlier ones trained
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False)  # training steps done
@@ -182,8 +196,9 @@ class Backup(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         rows = self.rows() + [{"epoch": epoch, **{k: float(v) for k, v in sorted(logs.items())}}]
         self.history.assign(json.dumps(rows))
-        if not self.model.stop_training:
+        if not self.model.stop_training:  # set by TerminateOnNaN: no backup of a NaN epoch
             self.save()
+            self.model.stop_training = self.stopping(rows) is not None
         self.log.write(rows)
 
     def close(self):
@@ -195,7 +210,9 @@ def fit(values, settings, data, run_dir, epochs, verbose="auto", backup_minutes=
 
     An interrupted or earlier-stopped trial continues from its backup, at the step it was backed up
     at; `run` deletes the backup once the trial is finished. A NaN loss stops training and raises
-    TrialFailed.
+    TrialFailed. With settings.early_stopping, training ends after the epoch that stopped_early_at
+    names; the model is then the last epoch's (the one the summary metrics describe), and the
+    summary says where it stopped (metrics.STOPPED_EARLY_AT).
     """
     start = time.monotonic()
     train_set, val_set = data
@@ -203,12 +220,16 @@ def fit(values, settings, data, run_dir, epochs, verbose="auto", backup_minutes=
     keras.mixed_precision.set_global_policy("mixed_float16" if settings.mixed_precision else "float32")
     keras.utils.set_random_seed(settings.seed)  # same seed, same initial weights and dropout masks
     model = build_model(values, settings)
+    compile_objective(model, metrics.objective(settings.objective))
     validation = pipeline.validation_dataset(val_set, settings.batch_size)
     steps = settings.steps_per_epoch
-    backup = Backup(model, run_dir, steps, backup_minutes, next(iter(validation)), start)
+    backup = Backup(model, run_dir, steps, backup_minutes, next(iter(validation)), start,
+                    lambda rows: stopped_early_at(settings, rows))
     resumed_from = int(backup.step)
     try:
-        while int(backup.step) < epochs * steps and not model.stop_training:
+        # A backup that holds the epoch early stopping ended at (killed before trial.json said so) trains no more.
+        while (int(backup.step) < epochs * steps and not model.stop_training
+               and stopped_early_at(settings, backup.rows()) is None):
             epoch, done = divmod(int(backup.step), steps)
             # An interrupted epoch is finished on its own (fewer steps), the later ones in one go.
             model.fit(
@@ -227,17 +248,37 @@ def fit(values, settings, data, run_dir, epochs, verbose="auto", backup_minutes=
     # A backup can be ahead of `epochs`: a halving trial promoted past a rung, killed, and asked for
     # that rung again on the rerun. Its metrics are those of epoch `epochs`, as the rung was decided.
     history = backup.rows()[:epochs]
+    stopped_at = stopped_early_at(settings, history)
     bad = [i for i, row in enumerate(history) if not math.isfinite(row["loss"])]
-    if model.stop_training or bad or not history:
+    if (model.stop_training and stopped_at is None) or bad or not history:
         raise TrialFailed(f"loss became NaN in epoch {(bad or [len(history)])[0] + 1}")
-    last = history[-1]
     summary = {
-        metrics.ACCURACY: last["val_accuracy"],
+        **epoch_metrics(history[-1]),
         metrics.BEST_ACCURACY: max(row["val_accuracy"] for row in history),
-        metrics.VAL_LOSS: last["val_loss"],
         metrics.WALL_TIME: round(backup.seconds_trained(), 3),  # across rungs and attempts
+        metrics.EPOCHS: len(history),
+        # Stopped at the last epoch, a trial trained all its epochs: it did not stop early.
+        **({metrics.STOPPED_EARLY_AT: stopped_at} if stopped_at is not None and stopped_at < settings.epochs else {}),
     }
     return model, summary, resumed_from, round(backup.seconds_saving, 3)
+
+
+def epoch_metrics(row):
+    """An epoch's validation metrics under their summary names ({metrics.ACCURACY: row["val_accuracy"], ...}):
+    those of every objective the row holds, so that a search can rank trials by any of them at any epoch."""
+    return {o.key: row[o.name] for o in metrics.OBJECTIVES.values() if o.name in row}
+
+
+def compile_objective(model, objective):
+    """Compile into the model the Keras metric the objective needs besides its own (val_auc: keras.metrics.AUC,
+    one-vs-rest for each class and averaged), with its optimizer, loss and all else as they were."""
+    if objective.keras_metric is None:
+        return
+    config = keras.saving.deserialize_keras_object(model.get_compile_config())
+    compiled = list(config["metrics"] or [])
+    if objective.keras_metric not in [getattr(m, "name", m) for m in compiled]:
+        metric = keras.metrics.AUC(name=objective.keras_metric, multi_label=True, num_labels=model.output_shape[-1])
+        model.compile(**{**config, "optimizer": model.optimizer, "metrics": [*compiled, metric]})
 
 
 def run(values, settings, data, run_dir, epochs=None, verbose="auto", backup_minutes=BACKUP_MINUTES, origin=None):
@@ -272,14 +313,15 @@ def run(values, settings, data, run_dir, epochs=None, verbose="auto", backup_min
         try:
             model, summary, step, record["backup_s"] = fit(values, settings, data, run_dir, epochs, verbose,
                                                            backup_minutes)
-            summary[metrics.EPOCHS] = epochs
+            trained = summary[metrics.EPOCHS]
             # Every epoch's validation metrics, so that a search can compare trials at any earlier epoch.
-            curve = [{metrics.ACCURACY: row["val_accuracy"], metrics.VAL_LOSS: row["val_loss"]}
-                     for row in read_history(run_dir / HISTORY_FILE)[:epochs]]
+            curve = [epoch_metrics(row) for row in read_history(run_dir / HISTORY_FILE)[:trained]]
             record.update(resumed_from_step=step, resumed_from_epoch=step // settings.steps_per_epoch)
-            record.update(status="success", metrics=summary, epochs=epochs, curve=curve,
+            record.update(status="success", metrics=summary, epochs=trained, curve=curve,
                           dtype_policy=model.dtype_policy.name)
-            if epochs >= settings.epochs:
+            if metrics.STOPPED_EARLY_AT in summary:
+                record["stopped_early_at"] = summary[metrics.STOPPED_EARLY_AT]
+            if epochs >= settings.epochs or "stopped_early_at" in record:
                 hooks.point("trained")  # tests: trials that finish at the same moment
                 keep_model(model, run_dir, settings.classes)
         except KeyboardInterrupt:
@@ -291,6 +333,7 @@ def run(values, settings, data, run_dir, epochs=None, verbose="auto", backup_min
         except Exception as e:  # noqa: BLE001 - one bad trial (NaN, OOM, a bad value) must not end the grid
             record.update(status="failure", error=f"{type(e).__name__}: {e}".splitlines()[0])
             record["traceback"] = traceback.format_exc()
+        done = record["status"] == "success" and (epochs >= settings.epochs or "stopped_early_at" in record)
         status = api_pb2.STATUS_SUCCESS if record["status"] == "success" else api_pb2.STATUS_FAILURE
         write_session(run_dir, values, name, status, record["metrics"])
     finally:
@@ -300,7 +343,7 @@ def run(values, settings, data, run_dir, epochs=None, verbose="auto", backup_min
     record["rss_mb"] = resident_mb()
     write_json(run_dir / TRIAL_FILE, record)
     # Deleted only once trial.json says the trial is finished: a kill before that resumes, not restarts.
-    if record["status"] == "failure" or epochs >= settings.epochs:
+    if record["status"] == "failure" or done:
         discard_backup(run_dir)
     return record
 

@@ -9,7 +9,7 @@ import pytest
 from conftest import snapshot
 from tensorboard.plugins.hparams import summary_v2 as hp
 
-from hparam_sweep import experiment, grid, naming, trial
+from hparam_sweep import experiment, grid, metrics as M, naming, report, trial
 import hparams as H
 import train
 from hparam_sweep.common import UsageError, write_json
@@ -143,6 +143,17 @@ def test_without_experiment_json_the_search_is_still_checked(tmp_path, evidence)
     experiment.prepare(logdir, settings(), H.HPARAMS, halving)  # the same search goes on
 
 
+def test_without_experiment_json_an_early_stopped_trial_is_no_sign_of_halving(tmp_path):
+    logdir = tmp_path / "logs"
+    stopping = settings(early_stopping=1)
+    experiment.prepare(logdir, stopping, H.HPARAMS, GRID)
+    (logdir / "a").mkdir()
+    write_json(logdir / "a" / trial.TRIAL_FILE, {"name": "a", "status": "success", "epochs": 1, "stopped_early_at": 1,
+                                                 "settings": stopping.record()})
+    (logdir / experiment.EXPERIMENT_FILE).unlink()
+    experiment.prepare(logdir, stopping, H.HPARAMS, GRID)  # trained fewer epochs, but as a grid's trial does
+
+
 # Folder names Windows refuses besides these characters: reserved device names, a trailing dot or space.
 UNSAFE = re.compile(r'[\x00-\x1f<>:"/\\|?*]|[. ]$|^\.|^(con|prn|aux|nul|com\d|lpt\d)(\..*)?$', re.IGNORECASE)
 ODD = {"num_units": [8, 256, -3], "dropout": [0.1, 0.5, 1e-05, 1e16], "learning_rate": [1e-05, 0.001, 0.0001],
@@ -207,7 +218,8 @@ def test_a_logdir_with_the_old_run_folder_names_is_continued_in_place(dataset, t
     assert snapshot(logdir / old[0]) == before  # reused untouched, not trained again
     continued = json.loads((logdir / old[1] / trial.TRIAL_FILE).read_text())
     assert continued["status"] == "success" and continued["resumed_from_epoch"] == 1 and continued["attempts"] == 2
-    assert sorted(p.name for p in logdir.iterdir() if p.is_dir()) == sorted(old)  # no folder under a new name
+    runs = {p.name for p in logdir.iterdir() if p.is_dir()} - {report.CHOSEN_RUN, report.SUMMARY_RUN}  # the experiment's own
+    assert sorted(runs) == sorted(old)  # no trial's folder under a new name
     assert trial.trial_name(adam) not in (logdir / experiment.RESULTS_FILE).read_text()
 
 
@@ -271,3 +283,35 @@ def test_a_rank_1_trained_before_trials_kept_their_models_is_said(dataset, tmp_p
     out = capsys.readouterr().out
     assert (f"Note: best_model.keras is {first['run']}'s model, not rank 1's ({second['run']}): that trial was "
             "trained before each trial kept its model") in out
+
+
+def hparams_configs(logdir):
+    """The metric tags of each hparams_config in logdir's own event files, oldest first."""
+    from tensorboard.backend.event_processing import event_accumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    configs = []
+    for path in sorted(logdir.glob("events.out.tfevents*"), key=lambda p: p.stat().st_mtime_ns):
+        events = event_accumulator.EventAccumulator(str(path)).Reload()
+        for content in events.PluginTagToContent("hparams").values():
+            experiment_pb = plugin_data_pb2.HParamsPluginData.FromString(content).experiment
+            configs.append([(m.name.group, m.name.tag) for m in experiment_pb.metric_infos])
+    return configs
+
+
+def test_a_changed_metric_set_rewrites_the_dashboards_hparams_config(tmp_path):
+    """experiment.json records the dashboard's metrics: an experiment whose record has other ones (an older
+    release's, before a metric was added) gets an hparams_config with today's, once."""
+    logdir = tmp_path / "logs"
+    stopping = settings(early_stopping=2, objective="val_auc")
+    experiment.prepare(logdir, stopping, H.HPARAMS, GRID)
+    today = [(m.as_proto().name.group, m.as_proto().name.tag) for m in M.dashboard("val_auc", 2)]
+    assert ("", M.STOPPED_EARLY_AT) in today and ("", M.AUC) in today
+    experiment.prepare(logdir, stopping, H.HPARAMS, GRID)
+    assert hparams_configs(logdir) == [today]  # the same metrics: not written again
+
+    path = logdir / experiment.EXPERIMENT_FILE
+    recorded = json.loads(path.read_text())
+    write_json(path, {**recorded, "metrics": recorded["metrics"][:-1]})
+    experiment.prepare(logdir, stopping, H.HPARAMS, GRID)
+    assert hparams_configs(logdir) == [today, today] and json.loads(path.read_text()) == recorded

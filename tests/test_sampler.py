@@ -163,3 +163,14 @@ def test_tpe_without_optuna_says_how_to_install_it(monkeypatch):
     monkeypatch.setitem(sys.modules, "optuna", None)
     with pytest.raises(UsageError, match=r'--sampler tpe needs Optuna: pip install -e "\.\[tpe\]"'):
         sampler.TPESampler(TPE_SPACE, set(), 1, 4, 2)
+
+
+def test_tpe_is_told_the_objective_and_its_direction():
+    """--objective val_loss: each success is told its validation loss, and the study minimizes it."""
+    trials, _ = tpe_search(4)
+    told = [(t, {"status": "success", "metrics": {M.ACCURACY: 0.5 + i / 10, M.VAL_LOSS: 1 - i / 10}})
+            for i, t in enumerate(trials)]
+    for name, direction, key in [("val_loss", "MINIMIZE", M.VAL_LOSS), ("val_accuracy", "MAXIMIZE", M.ACCURACY)]:
+        study = sampler.TPESampler(TPE_SPACE, {"learning_rate"}, 1, 6, 2, M.objective(name)).study(4, told, [])
+        assert study.direction.name == direction
+        assert [t.value for t in study.trials] == [r["metrics"][key] for _, r in told]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from hparam_sweep import search
+from hparam_sweep import metrics, search
 
 SETTINGS = {"epochs": 5}
 
@@ -54,17 +54,23 @@ def test_rungs_are_min_epochs_times_powers_of_the_rate_ending_at_epochs(epochs, 
     assert search.Halving([], epochs, min_epochs, rate).rungs == rungs
 
 
-def simulate(halving, accuracy):
-    """Run a halving search with fake training: accuracy(name, epoch) -> validation accuracy (None: fails)."""
+def simulate(halving, accuracy, loss=lambda name, epoch: 1.0, stops=None):
+    """Run a halving search with fake training: accuracy(name, epoch) -> validation accuracy (None: fails),
+    loss(name, epoch) -> validation loss; stops: {name: the epoch early stopping ends that trial at}."""
     records, trained = {}, []
     for tasks in halving.rounds(records):
         for task in tasks:
             trained.append((task.name, task.epochs))
-            curve = [{"accuracy": accuracy(task.name, e), "val_loss": 1.0} for e in range(1, task.epochs + 1)]
+            stop = (stops or {}).get(task.name, halving.epochs)
+            epochs = min(task.epochs, stop)
+            curve = [{"accuracy": accuracy(task.name, e), "val_loss": loss(task.name, e)} for e in range(1, epochs + 1)]
             if any(row["accuracy"] is None for row in curve):
-                records[task.name] = record(task.name, "failure", epochs=task.epochs)
+                records[task.name] = record(task.name, "failure", epochs=epochs)
             else:
-                records[task.name] = record(task.name, "success", curve[-1]["accuracy"], 1.0, task.epochs, curve)
+                records[task.name] = record(task.name, "success", curve[-1]["accuracy"], curve[-1]["val_loss"], epochs,
+                                            curve)
+                if stop <= task.epochs and stop < halving.epochs:  # trial.run's rule: before the last epoch
+                    records[task.name]["stopped_early_at"] = stop
     return records, trained
 
 
@@ -108,6 +114,52 @@ def test_a_failed_trial_never_goes_on_even_when_all_fail():
     records, trained = simulate(halving, lambda name, epoch: None)
     assert trained == [("a", 1), ("b", 1)]
     assert halving.decisions(records)[0].promoted == []
+
+
+def test_val_loss_as_the_objective_ranks_and_promotes_the_lower_loss():
+    loss = metrics.objective("val_loss")
+    records = [record("fail", "failure"), record("accurate", "success", 0.9, 0.5), record("low", "success", 0.6, 0.2),
+               record("low-tie-better", "success", 0.7, 0.2), record("short", "success", 0.5, 0.1, epochs=1)]
+    # Lower loss first, ties to the higher accuracy; fully trained first and failures last, as by default.
+    assert [r["name"] for r in search.ranked(records, loss)] == ["low-tie-better", "low", "accurate", "short", "fail"]
+    assert [r["name"] for r in search.ranked(records)] == ["accurate", "low-tie-better", "low", "short", "fail"]
+
+    # Accuracy and loss both rise with i: the loss objective continues the first trials, the default the last.
+    trials = proposed({f"t{i}": {} for i in range(6)})
+    by_loss, _ = simulate(search.Halving(trials, 3, 1, 3, loss), lambda n, e: int(n[1:]) / 10, lambda n, e: int(n[1:]) / 10)
+    assert search.Halving(trials, 3, 1, 3, loss).decisions(by_loss)[0].promoted == ["t0", "t1"]
+    by_accuracy, _ = simulate(search.Halving(trials, 3, 1, 3), lambda n, e: int(n[1:]) / 10, lambda n, e: int(n[1:]) / 10)
+    assert search.Halving(trials, 3, 1, 3).decisions(by_accuracy)[0].promoted == ["t5", "t4"]
+
+
+@pytest.mark.parametrize("name, values, patience, stopped_at", [
+    ("val_accuracy", [0.5, 0.6, 0.6, 0.7], 1, 3),  # an equal value is no improvement
+    ("val_accuracy", [0.5, 0.6, 0.6, 0.7], 2, None),  # epoch 4 improved in time
+    ("val_accuracy", [0.5, 0.6, 0.6, 0.55, 0.7], 2, 4),
+    ("val_accuracy", [0.5], 1, None),
+    ("val_loss", [0.7, 0.5, 0.6], 1, 3),  # lower is better
+    ("val_loss", [0.7, 0.5, 0.4, 0.45, 0.3], 2, None),
+    ("val_auc", [0.8, 0.7, 0.9, 0.85, 0.85], 2, 5),
+])
+def test_early_stopping_ends_a_trial_once_its_objective_has_not_improved_for_patience_epochs(name, values, patience,
+                                                                                             stopped_at):
+    assert metrics.objective(name).stopped_at(values, patience) == stopped_at
+
+
+@pytest.mark.parametrize("stop", [2, 3])  # inside rung 3, or at its very epoch
+def test_a_trial_stopped_early_is_done_ranks_as_fully_trained_and_never_goes_on(stop):
+    halving = search.Halving(proposed({f"t{i}": {} for i in range(6)}), 5, 1, 3)
+    # t5 is the best at every epoch, but early stopping ends it at epoch `stop`, while rung 3 trains it.
+    records, trained = simulate(halving, lambda name, epoch: int(name[1:]) / 100 + epoch / 1000, stops={"t5": stop})
+    assert records["t5"]["stopped_early_at"] == stop
+    rung1, rung3, rung5 = halving.decisions(records)
+    assert rung1.promoted == ["t5", "t4"]
+    assert (rung3.trained, rung3.promoted) == (["t5", "t4"], ["t4"])  # t4 goes on in its place: t5 is done
+    assert rung5.trained == ["t4"]
+    assert [t for t in trained if t[0] == "t5"] == [("t5", 1), ("t5", 3)]  # never asked for more
+    assert search.is_done(records["t5"], 5) and list(halving.rounds(records)) == []
+    # It ranks among the fully trained trials (its epochs are all it trains) by its accuracy there: first.
+    assert [r["name"] for r in search.ranked(records.values())][:2] == ["t5", "t4"]
 
 
 def test_search_does_not_import_tensorflow():

@@ -215,6 +215,11 @@ def test_device_flags_default_on_with_a_gpu_and_off_on_cpu_but_what_the_user_set
         (["--trials", "4"], "--trials goes with --sampler random"),
         (["--sampler", "random"], "--sampler random needs --trials N"),
         (["--sampler", "random", "--trials", "0"], "--trials: 0 is not a positive whole number"),
+        (["--early-stopping", "0"], "--early-stopping: 0 is not a positive whole number"),
+        (["--objective", "precision"], "--objective precision is not a metric the trials report; choose one of "
+                                       "val_accuracy, val_loss, val_auc"),
+        (["--objective", "loss"], "--objective loss is measured on the training images, which no trial is ranked on: "
+                                  "use --objective val_loss"),
     ],
 )
 def test_cli_mistakes_exit_2_with_one_line(dataset, tmp_path, capsys, argv, message):
@@ -378,6 +383,11 @@ def test_help_is_instant_and_shows_each_default_once(script):
                               ("--backup-minutes", 5.0), ("--search", "grid"), ("--min-epochs", 2), ("--halving-rate", 3)]:
             assert f"(default: {default}" in shown[name]
         assert "(default" not in shown["--verbose"] and "(default" not in shown["--grid"]
+
+
+def test_help_names_every_objective():
+    text, _ = help_text("train.py")
+    assert all(name in text for name in M.OBJECTIVES) and "(default: val_accuracy)" in " ".join(text.split())
 
 
 def test_first_run_prints_no_tensorflow_noise(dataset, tmp_path):
