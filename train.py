@@ -316,7 +316,8 @@ def finish(args, records):
 
     objective = M.objective(args.objective)
     ranked = search.ranked(records, objective)
-    print(f"\nrank  accuracy  best_acc  val_loss   time  epochs  status   trial (ranked by {objective.name})")
+    by = "" if objective == M.DEFAULT_OBJECTIVE else f" (ranked by {objective.name})"
+    print(f"\nrank  accuracy  best_acc  val_loss   time  epochs  status   trial{by}")
     for rank, r in enumerate(ranked, 1):
         m = r.get("metrics") or {}
         if r["status"] == "success":
