@@ -4,7 +4,8 @@
     train/ validation/    the epoch curves: each history column as a scalar, named as the Keras
                           TensorBoard callback names it (loss -> train/epoch_loss, val_loss ->
                           validation/epoch_loss), so that metrics.METRICS link to them
-    events.out.tfevents*  the HParams session: start (hparams) and end (status, summary metrics)
+    events.out.tfevents*  the HParams session: start (hparams) and end (status, summary metrics),
+                          and the model's Keras (conceptual) graph for the Graphs tab, once
 
 trial.py writes them (`write_session` at a trial's start and end, `EpochLog` in step with its
 backup) and reads history.csv back for the record's per-epoch curve; `read_curves` reads the curves
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
+from tensorboard.plugins.graph import metadata as graph_metadata
 from tensorboard.plugins.hparams import api as hp
 from tensorboard.plugins.hparams import summary as hp_summary
 from tensorboard.plugins.scalar import metadata as scalar_metadata
@@ -129,4 +131,35 @@ def write_session(run_dir, values, name, status=None, summary=None):
                     tf.summary.scalar(tag, value, step=0)
                 pb = hp_summary.session_end_pb(status)
                 tf.summary.experimental.write_raw_pb(pb.SerializeToString(), step=0)
+        writer.close()
+
+
+GRAPH_TAG = "keras"  # the tag keras.callbacks.TensorBoard gives the model's graph
+
+
+def has_graph(run_dir):
+    """Whether run_dir's own event files hold the model's Keras graph already."""
+    events = event_accumulator.EventAccumulator(str(run_dir), size_guidance={event_accumulator.TENSORS: 0}).Reload()
+    return any(events.SummaryMetadata(tag).plugin_data.plugin_name == graph_metadata.PLUGIN_NAME_KERAS_MODEL
+               for tag in events.Tags()[event_accumulator.TENSORS])
+
+
+def write_graph(run_dir, model):
+    """The model's Keras graph for the Graphs tab, as keras.callbacks.TensorBoard writes it (the model's
+    JSON config under the graph_keras_model plugin), once per run folder: a resumed trial adds none.
+    A model whose config is not JSON (a subclassed model without get_config) has no graph, as in Keras.
+    Written here rather than by that callback, which would also write its own epoch_* points."""
+    if has_graph(run_dir):
+        return
+    try:
+        config = model.to_json()
+    except Exception:  # noqa: BLE001 - as Keras: a model that cannot say its config has no graph
+        return
+    metadata = tf.compat.v1.SummaryMetadata()
+    metadata.plugin_data.plugin_name = graph_metadata.PLUGIN_NAME_KERAS_MODEL
+    metadata.plugin_data.content = b"1"
+    with writing(f"cannot write the model's graph in {run_dir}", tf.errors.OpError):
+        writer = tf.summary.create_file_writer(str(run_dir))
+        with writer.as_default():
+            tf.summary.write(GRAPH_TAG, tf.constant(config), step=0, metadata=metadata)
         writer.close()

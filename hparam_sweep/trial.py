@@ -42,7 +42,7 @@ from hparam_sweep.common import (BACKUP_MINUTES, CLASS_DIRS, RunStopped, keep_cl
 from hparam_sweep.model import inference_model
 from hparam_sweep.modelfile import build_model
 from hparam_sweep.naming import TRIAL_FILE, trial_name  # noqa: F401 - trial.trial_name: a grid trial's name
-from hparam_sweep.runlog import HISTORY_FILE, EpochLog, read_history, write_session
+from hparam_sweep.runlog import HISTORY_FILE, EpochLog, read_history, write_graph, write_session
 
 MODEL_FILE = "model.keras"  # a fully trained trial's model, as best_model.keras holds it
 BACKUP_DIR = "backup"
@@ -221,6 +221,7 @@ def fit(values, settings, data, run_dir, epochs, verbose="auto", backup_minutes=
     keras.utils.set_random_seed(settings.seed)  # same seed, same initial weights and dropout masks
     model = build_model(values, settings)
     compile_objective(model, metrics.objective(settings.objective))
+    write_graph(run_dir, model)
     validation = pipeline.validation_dataset(val_set, settings.batch_size)
     steps = settings.steps_per_epoch
     backup = Backup(model, run_dir, steps, backup_minutes, next(iter(validation)), start,

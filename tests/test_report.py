@@ -28,7 +28,10 @@ def test_the_chosen_model_and_the_summary_are_runs_of_their_own(tmp_path, tensor
     groups = api.wait_for(2)
     sessions = {s["name"] for g in groups for s in g["sessions"]}
     assert len(sessions) == 2 and not any(report.CHOSEN_RUN in s or report.SUMMARY_RUN in s for s in sessions)
-    api.wait_for_plugins(["images", "pr_curves", "text"])
+    api.wait_for_plugins(["images", "pr_curves", "text", "graphs"])
+    graphs = api.get("plugin/graphs/info")
+    assert {run for run, info in graphs.items() if info["tags"].get("keras", {}).get("conceptual_graph")} == {
+        g["name"] for g in groups}  # every trial's model in the Graphs tab, nothing else there
 
     images = api.get("plugin/images/tags")
     assert "confusion matrix" in images[report.CHOSEN_RUN]
@@ -64,3 +67,17 @@ def test_the_confusion_matrix_and_the_most_confidently_wrong_are_counted_right()
     images = np.zeros((5, 8, 8, 3), np.uint8)
     wrong = report.most_confidently_wrong(images, labels, probabilities, ["a", "b", "c"])
     assert wrong == [(1, "true a, predicted b (0.70)"), (3, "true b, predicted a (0.60)")]
+
+
+def test_a_trials_graph_is_written_once_however_often_it_starts(tmp_path):
+    import keras
+    import tensorflow as tf
+
+    from hparam_sweep import runlog
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    for _ in range(3):  # a trial resumed twice
+        runlog.write_graph(tmp_path, model)
+    graphs = [e for f in tmp_path.glob("events.out.tfevents*") for e in tf.compat.v1.train.summary_iterator(str(f))
+              if any(v.tag == runlog.GRAPH_TAG for v in e.summary.value)]
+    assert len(graphs) == 1 and runlog.has_graph(tmp_path)
