@@ -155,7 +155,7 @@ def summary_text(experiment, ranked, score):
         values = [f"{r['hparams'].get(k):.4g}" if isinstance(r["hparams"].get(k), float) else r["hparams"].get(k)
                   for k in names]
         rows.append([rank, r["name"], *values, *shown, m.get(metrics.EPOCHS, "-"), r["status"]])
-    parts += ["## Ranking (validation accuracy)",
+    parts += ["## Ranking (by the objective, as results.csv)",
               table(["rank", "trial", *names, "val accuracy", "val loss", "epochs", "status"], rows)]
     if score:
         low, high = score["interval_95"]

@@ -133,9 +133,9 @@ class TPESampler:
         records when the next is asked for."""
         told = []
         for start in range(0, self.count, self.batch):
-            asked = []
+            asked, ended = [], [(t, records[t.name]) for t in told]
             for index in range(start, min(start + self.batch, self.count)):
-                values = self.values(index, [(t, records[t.name]) for t in told], asked)
+                values = self.values(index, ended, asked)
                 asked.append(Trial(naming.sampled_name(index, values), values, {"sampler": "tpe", "index": index}))
             yield asked
             told += asked
@@ -151,18 +151,17 @@ class TPESampler:
         optuna = self.optuna
         state, frozen = optuna.trial.TrialState, optuna.trial.create_trial
         seed = int(hashlib.sha256(f"{self.seed}-{index}".encode()).hexdigest()[:8], 16)
-        with quiet(optuna):
-            direction = "maximize" if self.objective.maximize else "minimize"
-            study = optuna.create_study(direction=direction, sampler=optuna.samplers.TPESampler(
-                seed=seed, n_startup_trials=TPE_STARTUP_TRIALS, constant_liar=True))
-            for t, record in told:
-                if record["status"] == "success":
-                    study.add_trial(frozen(params=t.values, distributions=self.distributions,
-                                           value=record["metrics"][self.objective.key]))
-                else:
-                    study.add_trial(frozen(params=t.values, distributions=self.distributions, state=state.FAIL))
-            for t in asked:
-                study.add_trial(frozen(params=t.values, distributions=self.distributions, state=state.RUNNING))
+        direction = "maximize" if self.objective.maximize else "minimize"
+        study = optuna.create_study(direction=direction, sampler=optuna.samplers.TPESampler(
+            seed=seed, n_startup_trials=TPE_STARTUP_TRIALS, constant_liar=True))
+        for t, record in told:
+            if record["status"] == "success":
+                study.add_trial(frozen(params=t.values, distributions=self.distributions,
+                                       value=record["metrics"][self.objective.key]))
+            else:
+                study.add_trial(frozen(params=t.values, distributions=self.distributions, state=state.FAIL))
+        for t in asked:
+            study.add_trial(frozen(params=t.values, distributions=self.distributions, state=state.RUNNING))
         return study
 
 
