@@ -94,6 +94,9 @@ def parse_args(argv):
     device.add_flags(parser)
     add("--backup-minutes", type=float, default=BACKUP_MINUTES, help="back a trial up this often, besides each epoch "
         "end: a kill loses at most this much training (default: %(default)s)")
+    add("--histograms", action=argparse.BooleanOptionalAction, default=True, help="log each layer's weights at "
+        "every epoch end, for TensorBoard's Distributions and Histograms tabs; they change no result, so a rerun may "
+        "turn them on or off (default: on; docs/tensorboard.md: what they cost)")
     add("--restart", action="store_true",
         help="start the grid over; earlier results in --logdir are moved to a dated folder beside it")
     add("--quiet", action="store_true", help="no Keras progress, only a line per trial "
@@ -219,7 +222,7 @@ def make_executor(args, cluster, domains):
         settings = make_settings(args, len(data[0]))
         print(f"Training on {device.named(gpus)}: {device.describe(settings)}.")
         return settings, loop.InProcess(settings, data, args.logdir, console.keras_verbosity(args.quiet),
-                                        args.backup_minutes)
+                                        args.backup_minutes, args.histograms)
     from hparam_sweep import parallel
 
     parallel.driver_off_gpus(cluster)
@@ -232,7 +235,7 @@ def make_executor(args, cluster, domains):
     resources = parallel.trial_resources(cluster, args.cpus_per_trial, args.trials_per_gpu, args.max_retries)
     # The cache flags, not `cache`: each worker resolves them on its own machine (the default folder is per machine).
     return settings, parallel.RayExecutor(settings, args.logdir, (args.cache_dir, not args.no_cache),
-                                          0 if args.quiet else 2, args.backup_minutes, resources)
+                                          0 if args.quiet else 2, args.backup_minutes, resources, args.histograms)
 
 
 def main(argv=None):

@@ -12,7 +12,7 @@ train.py as arguments):
     evaluate.py    the chosen model's one test score
     report.py      the experiment's own runs: the chosen model on the test split, the summary text
     trial.py       one trial in its run folder: train, back up, resume, record
-    runlog.py      what a run folder holds for TensorBoard: history.csv, the epoch curves, the HParams session
+    runlog.py      what a run folder holds for TensorBoard: history.csv, curves, histograms, session, graphs
     modelfile.py   the model a trial trains: the CNN or --model-file's build_model, checked before the sweep
     model.py       build_model: the CNN, its compile and the kept inference model; a model file's contract
     pipeline.py    the images: checked, decoded once, served as batches

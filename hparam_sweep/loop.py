@@ -23,15 +23,15 @@ class InProcess:
     """Runs a round's trials one after another in this process, on the (train, validation)
     ImageSets it was given."""
 
-    def __init__(self, settings, data, logdir, verbose, backup_minutes=BACKUP_MINUTES):
+    def __init__(self, settings, data, logdir, verbose, backup_minutes=BACKUP_MINUTES, histograms=True):
         self.settings, self.data, self.logdir = settings, data, logdir
-        self.verbose, self.backup_minutes = verbose, backup_minutes
+        self.verbose, self.backup_minutes, self.histograms = verbose, backup_minutes, histograms
 
     def run(self, tasks, started):
         for task in tasks:
             started(task)
             yield trial.run(task.values, self.settings, self.data, self.logdir / task.name, task.epochs,
-                            self.verbose, self.backup_minutes, task.origin)
+                            self.verbose, self.backup_minutes, task.origin, self.histograms)
 
 
 def describe(values):

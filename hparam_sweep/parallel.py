@@ -112,7 +112,7 @@ def worker_data(settings, cache_dir, use_cache):
     return _worker_data[wanted]
 
 
-def run_task(task, settings, logdir, verbose, backup_minutes, cache, requested_hooks):
+def run_task(task, settings, logdir, verbose, backup_minutes, cache, requested_hooks, histograms=True):
     """One trial, in a Ray worker process: trial.run in the trial's run folder; returns its record.
     cache: (--cache-dir or None, whether to use a cache at all)."""
     import tensorflow as tf
@@ -129,7 +129,7 @@ def run_task(task, settings, logdir, verbose, backup_minutes, cache, requested_h
     run_dir = Path(logdir) / task.name
     hooks.install(requested_hooks, attempt=(trial.load(run_dir) or {}).get("attempts", 0) + 1)
     record = trial.run(task.values, settings, worker_data(settings, *cache), run_dir, task.epochs, verbose,
-                       backup_minutes, task.origin)
+                       backup_minutes, task.origin, histograms)
     # Where it ran: a trial's record says which machine and process trained it.
     context = ray.get_runtime_context()
     record["worker"] = {"node_id": context.get_node_id(), "host": socket.gethostname(), "pid": os.getpid(),
@@ -154,9 +154,10 @@ class RayExecutor:
     machine. resources: the Ray options of one trial (trial_resources).
     """
 
-    def __init__(self, settings, logdir, cache, verbose, backup_minutes, resources):
+    def __init__(self, settings, logdir, cache, verbose, backup_minutes, resources, histograms=True):
         self.settings, self.logdir, self.cache = settings, logdir, cache
         self.verbose, self.backup_minutes, self.resources = verbose, backup_minutes, resources
+        self.histograms = histograms
         # Ray gives each GPU task its GPUs through CUDA_VISIBLE_DEVICES, but a worker process's
         # TensorFlow keeps the GPUs it saw first: a reused worker would train its next trial on its
         # last trial's GPU. So a GPU trial runs in a fresh process (max_calls=1, Ray's own default
@@ -174,7 +175,7 @@ class RayExecutor:
             # Each task named after its trial: Ray shows each line of its output behind "(NAME pid=N)".
             ref = self.remote.options(**self.resources, retry_exceptions=False, name=task.name).remote(
                 task, self.settings, str(self.logdir), self.verbose, self.backup_minutes, self.cache,
-                requested_hooks)
+                requested_hooks, self.histograms)
             pending[ref] = task
             started(task)
         try:

@@ -3,24 +3,32 @@
     history.csv           one row per finished epoch (Keras CSVLogger's columns)
     train/ validation/    the epoch curves: each history column as a scalar, named as the Keras
                           TensorBoard callback names it (loss -> train/epoch_loss, val_loss ->
-                          validation/epoch_loss), so that metrics.METRICS link to them
+                          validation/epoch_loss), so that metrics.METRICS link to them; and in
+                          train/, each layer's weights as a histogram at each epoch end (the
+                          Distributions and Histograms tabs; the callback's tags, WEIGHT/histogram)
     events.out.tfevents*  the HParams session: start (hparams) and end (status, summary metrics),
-                          and the model's Keras (conceptual) graph for the Graphs tab, once
+                          and, once each, for the Graphs tab: the model's Keras (conceptual) graph
+                          and the op graph of its training step
 
 trial.py writes them (`write_session` at a trial's start and end, `EpochLog` in step with its
-backup) and reads history.csv back for the record's per-epoch curve; `read_curves` reads the curves
-as TensorBoard does. Anything else a user or a callback logs into these folders (histograms,
-images, text, scalars of their own) is TensorBoard's to show and ignored here.
+backup, `write_graph` and `OpGraph` once) and reads history.csv back for the record's per-epoch
+curve; `read_curves` reads the curves as TensorBoard does. Anything else a user or a callback logs
+into these folders (histograms, images, text, scalars of their own) is TensorBoard's to show and
+ignored here. docs/tensorboard.md: every tab, and what the histograms and graphs cost.
 """
 
+import contextlib
 import csv
 from pathlib import Path
 
+import keras
 import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.plugins.graph import metadata as graph_metadata
 from tensorboard.plugins.hparams import api as hp
 from tensorboard.plugins.hparams import summary as hp_summary
+from tensorboard.plugins.histogram import metadata as histogram_metadata
+from tensorboard.plugins.histogram import summary_v2 as histogram_summary
 from tensorboard.plugins.scalar import metadata as scalar_metadata
 
 from hparam_sweep import hooks
@@ -62,56 +70,125 @@ def curve_points(rows):
     ]
 
 
+def read_tensors(folder, plugin):
+    """{tag: [(step, tensor as NumPy), ...]} of the plugin's summaries in folder's event files, as
+    TensorBoard reads them: every point of every event file, duplicates included, in file order."""
+    if not Path(folder).is_dir():
+        return {}
+    events = event_accumulator.EventAccumulator(
+        str(folder), size_guidance={event_accumulator.TENSORS: 0}, purge_orphaned_data=False
+    ).Reload()
+    return {tag: [(e.step, tf.make_ndarray(e.tensor_proto)) for e in events.Tensors(tag)]
+            for tag in events.Tags()[event_accumulator.TENSORS]
+            if events.SummaryMetadata(tag).plugin_data.plugin_name == plugin}
+
+
 def read_curves(run_dir):
-    """{(group, tag): [(epoch, value), ...]} of the epoch curves under run_dir/{train,validation},
-    as TensorBoard reads them: every point of every event file, duplicates included, in file order.
+    """{(group, tag): [(epoch, value), ...]} of the epoch curves under run_dir/{train,validation}
+    (read_tensors: as TensorBoard reads them).
 
     Only the scalars that history.csv's columns make: a histogram, an image, text or a scalar of
     someone else's there is not a curve of this trial's, and never fails it.
     """
     run_dir = Path(run_dir)
     ours = {(group, tag) for group, tag, _, _ in curve_points(read_history(run_dir / HISTORY_FILE))}
-    curves = {}
-    for group in CURVE_GROUPS:
-        if not (run_dir / group).is_dir():
-            continue
-        events = event_accumulator.EventAccumulator(
-            str(run_dir / group), size_guidance={event_accumulator.TENSORS: 0}, purge_orphaned_data=False
-        ).Reload()
-        for tag in events.Tags()[event_accumulator.TENSORS]:
-            if (group, tag) in ours and events.SummaryMetadata(tag).plugin_data.plugin_name == scalar_metadata.PLUGIN_NAME:
-                curves[(group, tag)] = [(e.step, float(tf.make_ndarray(e.tensor_proto))) for e in events.Tensors(tag)]
-    return curves
+    return {(group, tag): [(step, float(value)) for step, value in points]
+            for group in CURVE_GROUPS
+            for tag, points in read_tensors(run_dir / group, scalar_metadata.PLUGIN_NAME).items()
+            if (group, tag) in ours}
+
+
+WEIGHTS_SUFFIX = "/histogram"  # a weight histogram's tag: WEIGHT_PATH/histogram, as keras.callbacks.TensorBoard has it
+
+
+def weight_tags(model):
+    """{histogram tag: weight} for each layer's weights."""
+    return {weight.path.replace(":", "_") + WEIGHTS_SUFFIX: weight
+            for layer in model.layers for weight in layer.weights}
+
+
+def weight_buckets(weight):
+    """A weight's histogram as TensorBoard's histogram summary makes it: 30 equal-width buckets from
+    the lowest value to the highest, rows of [left edge, right edge, count] (a value on an edge may
+    fall on its other side; a constant weight: all in the last one, edges at its value), counted on
+    the CPU, so the same on any device.
+
+    By hand because tf.summary.histogram counts through a one-hot matrix of the weight's size by 30
+    in float64: for the 90M-value dense kernel of the tutorial's CNN at 150 px, 21 GB every epoch."""
+    count = histogram_summary.DEFAULT_BUCKET_COUNT
+    with tf.device("CPU:0"):
+        data = tf.reshape(tf.cast(weight, tf.float32), [-1])
+        if tf.size(data) == 0:
+            return tf.zeros((count, 3), tf.float64)
+        low, high = tf.reduce_min(data), tf.reduce_max(data)
+        if low == high:
+            counts = tf.concat([tf.zeros(count - 1, tf.int64), [tf.size(data, tf.int64)]], 0)
+            edges = tf.fill([count + 1], tf.cast(low, tf.float64))
+        else:
+            counts = tf.histogram_fixed_width(data, tf.stack([low, high]), nbins=count, dtype=tf.int64)
+            edges = tf.linspace(tf.cast(low, tf.float64), tf.cast(high, tf.float64), count + 1)
+        return tf.stack([edges[:-1], edges[1:], tf.cast(counts, tf.float64)], axis=1)
+
+
+def read_weight_histograms(run_dir, model=None):
+    """{tag: [(epoch, buckets), ...]} of the weight histograms in run_dir/train (read_tensors): the
+    model's weights' tags when a model is given, else every tag named like one."""
+    histograms = read_tensors(Path(run_dir) / "train", histogram_metadata.PLUGIN_NAME)
+    wanted = weight_tags(model) if model is not None else [tag for tag in histograms if tag.endswith(WEIGHTS_SUFFIX)]
+    return {tag: histograms[tag] for tag in wanted if tag in histograms}
 
 
 class EpochLog:
-    """history.csv and the epoch curves of run_dir, brought in line with the finished epochs' rows."""
+    """history.csv, the epoch curves and the weight histograms of run_dir, brought in line with the
+    finished epochs' rows."""
 
     def __init__(self, run_dir):
         self.run_dir, self.writers = Path(run_dir), {}
 
-    def write(self, rows):
-        """Write what rows hold and the logs lack: a point already in an event file is never
-        written twice, so a resume neither repeats nor loses one."""
+    def write(self, rows, model=None):
+        """Write what rows hold and the logs lack, and, given the model as it is at the end of the
+        last row's epoch, its weights' histograms at that epoch if they are not there yet: a point
+        already in an event file is never written twice, so a resume neither repeats nor loses one."""
         if rows or (self.run_dir / HISTORY_FILE).exists():
             write_history(self.run_dir / HISTORY_FILE, rows)
         hooks.point("history")
-        logged = {(group, tag, step) for (group, tag), points in read_curves(self.run_dir).items() for step, _ in points}
+        logged = {(group, tag, step)
+                  for (group, tag), points in read_curves(self.run_dir).items() for step, _ in points}
         missing = [point for point in curve_points(rows) if point[:3] not in logged]
         for group in CURVE_GROUPS:
             points = [(tag, epoch, value) for g, tag, epoch, value in missing if g == group]
             if points:
-                with writing(f"cannot write the curves in {self.run_dir / group}", tf.errors.OpError):
-                    if group not in self.writers:
-                        self.writers[group] = tf.summary.create_file_writer(str(self.run_dir / group))
-                    with self.writers[group].as_default():
-                        for tag, epoch, value in points:
-                            tf.summary.scalar(tag, value, step=epoch)
-                    self.writers[group].flush()
+                with self.writer(group, "curves"):
+                    for tag, epoch, value in points:
+                        tf.summary.scalar(tag, value, step=epoch)
+        if model is not None and rows:
+            self.write_histograms(model, int(rows[-1]["epoch"]))
+
+    def write_histograms(self, model, epoch):
+        """The histograms of the model's weights at `epoch` that train/ lacks."""
+        logged = {tag for tag, points in read_weight_histograms(self.run_dir, model).items()
+                  if epoch in [step for step, _ in points]}
+        weights = {tag: weight for tag, weight in weight_tags(model).items() if tag not in logged}
+        if weights:
+            hooks.point("histograms")
+            metadata = histogram_metadata.create_summary_metadata(display_name=None, description=None)
+            with self.writer("train", "weight histograms"):
+                for tag, weight in weights.items():
+                    tf.summary.write(tag, weight_buckets(weight), step=epoch, metadata=metadata)
+
+    @contextlib.contextmanager
+    def writer(self, group, what):
+        """run_dir/group's event writer as the default while the block writes what, flushed after it."""
+        with writing(f"cannot write the {what} in {self.run_dir / group}", tf.errors.OpError):
+            if group not in self.writers:
+                self.writers[group] = tf.summary.create_file_writer(str(self.run_dir / group))
+            with self.writers[group].as_default():
+                yield
+            self.writers[group].flush()
 
     def close(self):
         for group, writer in self.writers.items():
-            with writing(f"cannot write the curves in {self.run_dir / group}", tf.errors.OpError):
+            with writing(f"cannot write the logs in {self.run_dir / group}", tf.errors.OpError):
                 writer.close()
 
 
@@ -135,13 +212,13 @@ def write_session(run_dir, values, name, status=None, summary=None):
 
 
 GRAPH_TAG = "keras"  # the tag keras.callbacks.TensorBoard gives the model's graph
+OP_GRAPH_TAG = "train_step"
 
 
-def has_graph(run_dir):
-    """Whether run_dir's own event files hold the model's Keras graph already."""
-    events = event_accumulator.EventAccumulator(str(run_dir), size_guidance={event_accumulator.TENSORS: 0}).Reload()
-    return any(events.SummaryMetadata(tag).plugin_data.plugin_name == graph_metadata.PLUGIN_NAME_KERAS_MODEL
-               for tag in events.Tags()[event_accumulator.TENSORS])
+def has_graph(run_dir, plugin=graph_metadata.PLUGIN_NAME_KERAS_MODEL):
+    """Whether run_dir's own event files hold the model's Keras graph (or, with the op graph's plugin,
+    PLUGIN_NAME_RUN_METADATA_WITH_GRAPH, its training step's op graph) already."""
+    return bool(read_tensors(run_dir, plugin))
 
 
 def write_graph(run_dir, model):
@@ -163,3 +240,34 @@ def write_graph(run_dir, model):
         with writer.as_default():
             tf.summary.write(GRAPH_TAG, tf.constant(config), step=0, metadata=metadata)
         writer.close()
+
+
+class OpGraph(keras.callbacks.Callback):
+    """The op graph of the training step (forward pass, gradients, optimizer update) for the Graphs tab,
+    in run_dir, once per run folder: recorded while Keras traces its train function at the first step
+    (tf.summary.trace_on, as keras.callbacks.TensorBoard did before Keras 3.7 dropped it), so it costs no
+    trace of its own; docs/tensorboard.md has its cost. `close` ends a recording a failed step left on."""
+
+    def __init__(self, run_dir):
+        super().__init__()
+        self.run_dir, self.tracing = Path(run_dir), False
+        self.done = has_graph(run_dir, graph_metadata.PLUGIN_NAME_RUN_METADATA_WITH_GRAPH)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if not self.done:
+            tf.summary.trace_on(graph=True, profiler=False)
+            self.tracing = self.done = True
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.tracing:
+            self.tracing = False
+            with writing(f"cannot write the op graph in {self.run_dir}", tf.errors.OpError):
+                writer = tf.summary.create_file_writer(str(self.run_dir))
+                with writer.as_default():
+                    tf.summary.trace_export(OP_GRAPH_TAG, step=0)
+                writer.close()
+
+    def close(self):
+        if self.tracing:
+            tf.summary.trace_off()
+            self.tracing = False

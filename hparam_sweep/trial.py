@@ -4,12 +4,13 @@ A trial trains one hparam combination to a given epoch count and leaves in its r
 
     trial.json            hparams, settings, status, metrics, error, versions, device, times
     history.csv           one row per epoch (Keras CSVLogger's columns)
-    train/ validation/    the epoch curves (the Keras TensorBoard callback's tags)
-    events.out.tfevents*  the HParams session: start (hparams) and end (status, summary metrics)
+    train/ validation/    the epoch curves (the Keras TensorBoard callback's tags); the weight histograms
+    events.out.tfevents*  the HParams session: start (hparams) and end (status, summary metrics); the graphs
     model.keras           the trained model once the trial is fully trained (`keep_model`)
     backup/               the training state while the trial is unfinished (`Backup`)
 
-runlog.py writes and reads the logs TensorBoard shows (history.csv, the curves, the session).
+runlog.py writes and reads the logs TensorBoard shows (history.csv, the curves, the histograms, the
+session, the graphs).
 
 Calling `run` again on the same folder continues from the backup, at the step it was taken:
 after a crash, or with a higher epoch count once the trial has reached a lower one. Under
@@ -42,7 +43,7 @@ from hparam_sweep.common import (BACKUP_MINUTES, CLASS_DIRS, RunStopped, keep_cl
 from hparam_sweep.model import inference_model
 from hparam_sweep.modelfile import build_model
 from hparam_sweep.naming import TRIAL_FILE, trial_name  # noqa: F401 - trial.trial_name: a grid trial's name
-from hparam_sweep.runlog import HISTORY_FILE, EpochLog, read_history, write_graph, write_session
+from hparam_sweep.runlog import HISTORY_FILE, EpochLog, OpGraph, read_history, write_graph, write_session
 
 MODEL_FILE = "model.keras"  # a fully trained trial's model, as best_model.keras holds it
 BACKUP_DIR = "backup"
@@ -112,9 +113,10 @@ class Backup(keras.callbacks.Callback):
     epoch, not the step, the metric accumulators or the logs.)
     """
 
-    def __init__(self, model, run_dir, steps_per_epoch, minutes, sample_batch, started, stopping=lambda rows: None):
+    def __init__(self, model, run_dir, steps_per_epoch, minutes, sample_batch, started, stopping=lambda rows: None,
+                 histograms=True):
         super().__init__()
-        self.stopping = stopping
+        self.stopping, self.histograms = stopping, histograms
         self.run_dir, self.steps_per_epoch, self.seconds = run_dir, steps_per_epoch, minutes * 60
         self.started, self.seconds_before = started, 0.0  # this attempt's start; what earlier ones trained
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False)  # training steps done
@@ -141,7 +143,9 @@ class Backup(keras.callbacks.Callback):
         self.seconds_saving = 0.0
         self.saved_at = time.monotonic()
         self.log = EpochLog(run_dir)
-        self.log.write(self.rows())
+        # Restored at an epoch end, the model is as that epoch left it: its histograms, if a kill came before them.
+        at_epoch_end = int(self.step) == len(self.rows()) * steps_per_epoch
+        self.log.write(self.rows(), model if histograms and at_epoch_end else None)
 
     def rows(self):
         """The finished epochs' history rows."""
@@ -196,21 +200,23 @@ class Backup(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         rows = self.rows() + [{"epoch": epoch, **{k: float(v) for k, v in sorted(logs.items())}}]
         self.history.assign(json.dumps(rows))
-        if not self.model.stop_training:  # set by TerminateOnNaN: no backup of a NaN epoch
+        backed_up = not self.model.stop_training  # set by TerminateOnNaN: no backup (and no histograms) of a NaN epoch
+        if backed_up:
             self.save()
             self.model.stop_training = self.stopping(rows) is not None
-        self.log.write(rows)
+        self.log.write(rows, self.model if backed_up and self.histograms else None)
 
     def close(self):
         self.log.close()
 
 
-def fit(values, settings, data, run_dir, epochs, verbose="auto", backup_minutes=BACKUP_MINUTES):
+def fit(values, settings, data, run_dir, epochs, verbose="auto", backup_minutes=BACKUP_MINUTES, histograms=True):
     """Train up to `epochs` epochs in run_dir; return (model, summary metrics, resumed_from_step, backup_seconds).
 
     An interrupted or earlier-stopped trial continues from its backup, at the step it was backed up
     at; `run` deletes the backup once the trial is finished. A NaN loss stops training and raises
-    TrialFailed. With settings.early_stopping, training ends after the epoch that stopped_early_at
+    TrialFailed. With histograms, each epoch end logs the weights' histograms (runlog.EpochLog).
+    With settings.early_stopping, training ends after the epoch that stopped_early_at
     names; the model is then the last epoch's (the one the summary metrics describe), and the
     summary says where it stopped (metrics.STOPPED_EARLY_AT).
     """
@@ -225,8 +231,9 @@ def fit(values, settings, data, run_dir, epochs, verbose="auto", backup_minutes=
     validation = pipeline.validation_dataset(val_set, settings.batch_size)
     steps = settings.steps_per_epoch
     backup = Backup(model, run_dir, steps, backup_minutes, next(iter(validation)), start,
-                    lambda rows: stopped_early_at(settings, rows))
+                    lambda rows: stopped_early_at(settings, rows), histograms)
     resumed_from = int(backup.step)
+    op_graph = OpGraph(run_dir)
     try:
         # A backup that holds the epoch early stopping ended at (killed before trial.json said so) trains no more.
         while (int(backup.step) < epochs * steps and not model.stop_training
@@ -240,12 +247,14 @@ def fit(values, settings, data, run_dir, epochs, verbose="auto", backup_minutes=
                 initial_epoch=epoch,
                 epochs=epoch + 1 if done else epochs,
                 validation_data=validation,
-                callbacks=[keras.callbacks.TerminateOnNaN(), backup],  # in this order: no backup of a NaN step
+                # In this order: no backup of a NaN step; the op graph written before the first step's backup.
+                callbacks=[keras.callbacks.TerminateOnNaN(), op_graph, backup],
                 shuffle=False,  # train_dataset shuffles, seeded
                 verbose=verbose,
             )
     finally:
         backup.close()
+        op_graph.close()
     # A backup can be ahead of `epochs`: a halving trial promoted past a rung, killed, and asked for
     # that rung again on the rerun. Its metrics are those of epoch `epochs`, as the rung was decided.
     history = backup.rows()[:epochs]
@@ -282,7 +291,8 @@ def compile_objective(model, objective):
         model.compile(**{**config, "optimizer": model.optimizer, "metrics": [*compiled, metric]})
 
 
-def run(values, settings, data, run_dir, epochs=None, verbose="auto", backup_minutes=BACKUP_MINUTES, origin=None):
+def run(values, settings, data, run_dir, epochs=None, verbose="auto", backup_minutes=BACKUP_MINUTES, origin=None,
+        histograms=True):
     """Run one trial in run_dir up to `epochs` (default: settings.epochs) and return its record
     (which holds `origin`'s fields: the sampler that proposed the trial and its index there).
 
@@ -291,7 +301,8 @@ def run(values, settings, data, run_dir, epochs=None, verbose="auto", backup_min
     A fully trained trial keeps its model (keep_model). A write into the run folder that fails (no
     space, a write refused: common.writing) is not the trial's fault: it raises RunStopped and
     leaves the trial unfinished, with its last complete backup, for the rerun.
-    The training state is backed up every `backup_minutes` and at each epoch end.
+    The training state is backed up every `backup_minutes` and at each epoch end; with histograms
+    (a display choice, not a setting: it changes no result), the weights are logged there too.
     """
     epochs = settings.epochs if epochs is None else epochs
     if settings.deterministic:
@@ -313,7 +324,7 @@ def run(values, settings, data, run_dir, epochs=None, verbose="auto", backup_min
     try:
         try:
             model, summary, step, record["backup_s"] = fit(values, settings, data, run_dir, epochs, verbose,
-                                                           backup_minutes)
+                                                           backup_minutes, histograms)
             trained = summary[metrics.EPOCHS]
             # Every epoch's validation metrics, so that a search can compare trials at any earlier epoch.
             curve = [epoch_metrics(row) for row in read_history(run_dir / HISTORY_FILE)[:trained]]

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -153,6 +154,21 @@ class TensorBoardAPI:
         except OSError as error:  # HTTPError and URLError included
             raise AssertionError(f"TensorBoard {route}: {error}\n{self.log()}") from None
 
+    def steps(self, plugin, expected=None, timeout=60):
+        """{run: {tag: [step, ...]}} of every series the histograms or distributions plugin serves; with
+        `expected`, asked again (TensorBoard loads the runs one by one, every second) until it says that,
+        or `timeout` s have passed."""
+        deadline = time.monotonic() + timeout
+        while True:
+            series = {}
+            for run, tags in self.get(f"plugin/{plugin}/tags").items():
+                for tag in tags:
+                    query = urllib.parse.urlencode({"run": run, "tag": tag})
+                    series.setdefault(run, {})[tag] = [p[1] for p in self.get(f"plugin/{plugin}/{plugin}?{query}")]
+            if expected is None or series == expected or time.monotonic() > deadline:
+                return series
+            time.sleep(0.5)
+
     def get(self, route):
         """GET /data/ROUTE (e.g. plugins_listing, plugin/images/tags) as JSON."""
         try:
@@ -230,9 +246,11 @@ def snapshot(folder):
 
 def trial_outcome(run_dir):
     """What an exact resume must reproduce: trial.json's metrics (but wall time), history.csv and
-    every TensorBoard epoch-curve point, duplicates included."""
+    every TensorBoard epoch-curve point and weight-histogram bucket, duplicates included."""
     from hparam_sweep import runlog, trial
 
     metrics = dict(json.loads((run_dir / trial.TRIAL_FILE).read_text())["metrics"])
     del metrics[M.WALL_TIME]
-    return metrics, (run_dir / runlog.HISTORY_FILE).read_text(), runlog.read_curves(run_dir)
+    histograms = {tag: [(step, buckets.tolist()) for step, buckets in points]
+                  for tag, points in runlog.read_weight_histograms(run_dir).items()}
+    return metrics, (run_dir / runlog.HISTORY_FILE).read_text(), runlog.read_curves(run_dir), histograms

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 from conftest import fill, snapshot, trial_outcome
+from tensorboard.plugins.graph import metadata as graph_metadata
 from test_train import CPU
 
-from hparam_sweep import hooks, metrics as M, trial
+from hparam_sweep import hooks, metrics as M, runlog, trial
 import train
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -101,10 +102,19 @@ def test_interrupted_grid_resumes_where_it_stopped(dataset, tmp_path, tensorboar
     assert epochs_logged(logdir / NAMES[1]) == list(range(EPOCHS))
     assert not (logdir / NAMES[1] / "backup").exists()
 
-    groups = tensorboard(logdir).wait_for(2)
+    api = tensorboard(logdir)
+    groups = api.wait_for(2)
     assert sorted(g["name"] for g in groups) == sorted(NAMES)
     assert [len(g["sessions"]) for g in groups] == [1, 1]
     assert {g["sessions"][0]["status"] for g in groups} == {"STATUS_SUCCESS"}
+    # Each layer's weights in the Distributions and Histograms tabs: one point per epoch, for every
+    # trial, the interrupted one too (its epoch in progress was redone, its logged one not repeated).
+    api.wait_for_plugins(["histograms", "distributions"])
+    weights = sorted(runlog.read_weight_histograms(logdir / NAMES[0]))
+    assert len(weights) == 8  # 4 layers' kernels and biases
+    expected = {f"{name}/train": {tag: list(range(EPOCHS)) for tag in weights} for name in NAMES}
+    assert api.steps("histograms", expected) == expected
+    assert api.steps("distributions", expected) == expected
 
 
 def test_failing_trials_are_recorded_and_the_grid_goes_on(dataset, tmp_path, tensorboard, monkeypatch, capsys, diverging):
@@ -166,6 +176,7 @@ def test_a_trial_killed_anywhere_ends_bit_identical_to_an_uninterrupted_one(data
     expected = trial_outcome(tmp_path / "straight" / name)
     assert sorted(expected[2]) == [(g, t) for g in ("train", "validation") for t in (M.EPOCH_ACCURACY, M.EPOCH_LOSS)]
     assert all([step for step, _ in points] == [0, 1, 2] for points in expected[2].values())
+    assert len(expected[3]) == 8 and all([step for step, _ in points] == [0, 1, 2] for points in expected[3].values())
     record = json.loads((tmp_path / "straight" / name / trial.TRIAL_FILE).read_text())
     assert record["settings"]["deterministic"] and not record["settings"]["xla"]
     for key in ("python", "tensorflow", "keras", "numpy", "device"):
@@ -176,12 +187,15 @@ def test_a_trial_killed_anywhere_ends_bit_identical_to_an_uninterrupted_one(data
     # 3 epochs of 4 steps, a backup after each step. Kill before the first step (where the logs are
     # first brought in line with the, still empty, backup); then after the 6th backup (mid-epoch 2);
     # then, resumed there, after epoch 2's backup but before its history.csv row; then, on the next
-    # resume, after that row is written but before its TensorBoard points. The last run finishes.
-    for kill_at in ("history:1", "backup:6", "backup:2", "history:1", None):
+    # resume, after that row is written but before its TensorBoard points; then, resumed there, after
+    # its curves but before its weight histograms (written from the restored model). The last run finishes.
+    for kill_at in ("history:1", "backup:6", "backup:2", "history:1", "histograms:1", None):
         run_one_trial(dataset, logdir, kill_at)
     record = json.loads((logdir / name / trial.TRIAL_FILE).read_text())
-    assert record["attempts"] == 5 and record["resumed_from_step"] > 0
+    assert record["attempts"] == 6 and record["resumed_from_step"] > 0
     assert trial_outcome(logdir / name) == expected  # exact, not approximate
+    for plugin in (graph_metadata.PLUGIN_NAME_KERAS_MODEL, graph_metadata.PLUGIN_NAME_RUN_METADATA_WITH_GRAPH):
+        assert [len(points) for points in runlog.read_tensors(logdir / name, plugin).values()] == [1], plugin
 
     # The control: the comparison tells runs apart; another seed (other initial weights, data order,
     # augmentation and dropout) ends elsewhere.
@@ -251,5 +265,7 @@ def test_a_logdir_written_before_the_package_move_resumes_in_place(tmp_path, cap
 
     straight = tmp_path / "straight"
     assert train.main([*argv, "--logdir", str(straight)]) == 0
-    for name in (finished, killed):
-        assert trial_outcome(logdir / name) == trial_outcome(straight / name), name
+    # The finished trial has no weight histograms (older releases wrote none); the resumed one has all of
+    # them: its first epoch's from the model its backup restored at that epoch's end.
+    assert trial_outcome(logdir / finished)[:3] == trial_outcome(straight / finished)[:3]
+    assert trial_outcome(logdir / killed) == trial_outcome(straight / killed)

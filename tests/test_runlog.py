@@ -66,3 +66,19 @@ def test_a_trial_that_logs_summaries_of_its_own_keeps_its_curves(dataset, tmp_pa
     logged = trial_outcome(tmp_path / "logged")
     assert logged == trial_outcome(tmp_path / "plain")  # metrics, history.csv and curves, exact
     assert len(logged[2]) == 4 and all([step for step, _ in points] == [0, 1] for points in logged[2].values())
+
+
+def test_no_histograms_logs_no_weights_and_changes_no_result(dataset, tmp_path, capsys):
+    """--no-histograms: no weight histograms in any run; the flag is no setting, so a rerun with them
+    on reuses the finished trial as it is."""
+    import train
+    from hparam_sweep import runlog
+    from test_train import FAST, ONE_TRIAL
+
+    argv = ["--data", str(dataset), "--logdir", str(tmp_path / "logs"), "--no-cache", *FAST, *ONE_TRIAL]
+    assert train.main([*argv, "--no-histograms"]) == 0
+    [run] = [p for p in (tmp_path / "logs").iterdir() if (p / trial.TRIAL_FILE).exists()]
+    assert runlog.read_weight_histograms(run) == {} and runlog.read_curves(run)
+    capsys.readouterr()
+    assert train.main(argv) == 0
+    assert "Reusing 1 finished trial(s)" in capsys.readouterr().out

@@ -519,7 +519,8 @@ WRITES = {
     "curves": ("events", lambda logdir, run: run / "train", 1, "cannot write the curves in {}", True),
     "second backup": ("backup", lambda logdir, run: run / trial.BACKUP_DIR, 2, "cannot write the backup in {}", True),
     "graph": ("events", lambda logdir, run: run, 2, "cannot write the model's graph in {}", False),
-    "session end": ("events", lambda logdir, run: run, 3, "cannot write the HParams session in {}", True),
+    "op graph": ("events", lambda logdir, run: run, 3, "cannot write the op graph in {}", False),
+    "session end": ("events", lambda logdir, run: run, 4, "cannot write the HParams session in {}", True),
     "results.csv after the trial": ("file", lambda logdir, run: logdir / experiment.RESULTS_FILE, 2, "cannot write {}",
                                     False),
 }
