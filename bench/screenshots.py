@@ -11,10 +11,11 @@ also on an error. Chromium is installed with apt-get when it is missing (as root
 
 Chromium is driven through its DevTools protocol over --remote-debugging-pipe (JSON on two file
 descriptors: the standard library is enough), not `chromium --screenshot URL`, because the Graphs
-tab needs clicks: it opens on "Op graph", which a Keras model's conceptual graph lacks ("Graph
-visualization failed"), and once its run list arrives it goes back to its first run, whatever the URL
-says (#graphs&run=RUN). So the tool picks the run in the Run menu, picks "Conceptual graph" when the
-run has no op graph, and opens the model's node so that its layers show. Each tab is photographed
+tab needs clicks: once its run list arrives it goes back to its first run, whatever the URL says
+(#graphs&run=RUN), and a tag holds one kind of graph (a trial's `keras` tag its conceptual graph,
+its `train_step` tag the op graph of its training step). So the tool picks the run in the Run menu
+and the tag in the Tag menu, then the graph type that tag has, and opens the conceptual graph's
+model node so that its layers show: one PNG per tag of that run (graphs-TAG.png). Each tab is photographed
 once its page has loaded and no data request (XHR, fetch, image) has been in flight for QUIET_S seconds.
 """
 
@@ -59,7 +60,7 @@ TABS = {
 
 # What a user does on the Graphs tab, as a JavaScript function of the run's name, run in the page.
 # deep() finds an element through TensorBoard's nested shadow roots; the graph is drawn in tf-graph-scene's.
-SHOW_GRAPH = """async run => {
+SHOW_GRAPH = """async ([run, tag]) => {
   const deep = (sel, root = document) => root.querySelector(sel) ||
     [...root.querySelectorAll('*')].map(e => e.shadowRoot && deep(sel, e.shadowRoot)).find(Boolean) || null;
   const until = async (test, what) => {
@@ -69,8 +70,12 @@ SHOW_GRAPH = """async run => {
   const menu = await until(() => deep('.runs-row paper-listbox'), 'Run menu');
   (await until(() => [...menu.querySelectorAll('paper-item')].find(i => i.textContent.trim() === run),
                run + ' in its Run menu')).click();
+  const tags = await until(() => deep('.tags-row paper-listbox'), 'Tag menu');
+  (await until(() => [...tags.querySelectorAll('paper-item')].find(i => i.textContent.trim() === tag),
+               tag + ' in its Tag menu')).click();
   const op = deep('paper-radio-button[name=op_graph]'), conceptual = deep('paper-radio-button[name=conceptual_graph]');
   if (op.disabled && !conceptual.disabled && !conceptual.checked) conceptual.click();
+  if (!op.disabled && !op.checked) op.click();
   const scene = await until(() => { const s = deep('tf-graph-scene'); return s?.shadowRoot.querySelector('g.node') && s; },
                             'graph');
   const drawn = scene.shadowRoot.querySelectorAll('g.node').length;
@@ -281,13 +286,14 @@ def main(argv=None):
     try:
         with tensorboard(args.logdir, out / "tensorboard.log") as (url, plugins), Chromium(chromium) as browser:
             for tab, data in tabs_with_data(url, plugins).items():
-                fragment, script, run = tab, None, None
-                if tab == "graphs":  # the first run, in TensorBoard's order, with a graph
+                shots = [(out / f"{tab}.png", tab, None, None)]
+                if tab == "graphs":  # each graph of the first run, in TensorBoard's order, with one
                     run = next(name for name in get_json(url + "/data/runs") if name in data)
-                    fragment, script = f"graphs&run={urllib.parse.quote(run)}", SHOW_GRAPH
-                png = out / f"{tab}.png"
-                browser.screenshot(f"{url}/#{fragment}", png, script, run)
-                print(png, flush=True)
+                    shots = [(out / f"graphs-{tag}.png", f"graphs&run={urllib.parse.quote(run)}", SHOW_GRAPH,
+                              [run, tag]) for tag in sorted(data[run]["tags"])]
+                for png, fragment, script, argument in shots:
+                    browser.screenshot(f"{url}/#{fragment}", png, script, argument)
+                    print(png, flush=True)
     except RuntimeError as error:  # the page or Chromium failed; both processes are stopped by now
         print(f"screenshots: {error}", file=sys.stderr)
         return 1

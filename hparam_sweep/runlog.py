@@ -11,7 +11,7 @@
                           and the op graph of its training step
 
 trial.py writes them (`write_session` at a trial's start and end, `EpochLog` in step with its
-backup, `write_graph` and `OpGraph` once) and reads history.csv back for the record's per-epoch
+backup, `write_graph` and `write_op_graph` once) and reads history.csv back for the record's per-epoch
 curve; `read_curves` reads the curves as TensorBoard does. Anything else a user or a callback logs
 into these folders (histograms, images, text, scalars of their own) is TensorBoard's to show and
 ignored here. docs/tensorboard.md: every tab, and what the histograms and graphs cost.
@@ -21,7 +21,6 @@ import contextlib
 import csv
 from pathlib import Path
 
-import keras
 import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.plugins.graph import metadata as graph_metadata
@@ -212,13 +211,11 @@ def write_session(run_dir, values, name, status=None, summary=None):
 
 
 GRAPH_TAG = "keras"  # the tag keras.callbacks.TensorBoard gives the model's graph
-OP_GRAPH_TAG = "train_step"
 
 
-def has_graph(run_dir, plugin=graph_metadata.PLUGIN_NAME_KERAS_MODEL):
-    """Whether run_dir's own event files hold the model's Keras graph (or, with the op graph's plugin,
-    PLUGIN_NAME_RUN_METADATA_WITH_GRAPH, its training step's op graph) already."""
-    return bool(read_tensors(run_dir, plugin))
+def has_graph(run_dir):
+    """Whether run_dir's own event files hold the model's Keras graph already."""
+    return bool(read_tensors(run_dir, graph_metadata.PLUGIN_NAME_KERAS_MODEL))
 
 
 def write_graph(run_dir, model):
@@ -242,32 +239,29 @@ def write_graph(run_dir, model):
         writer.close()
 
 
-class OpGraph(keras.callbacks.Callback):
-    """The op graph of the training step (forward pass, gradients, optimizer update) for the Graphs tab,
-    in run_dir, once per run folder: recorded while Keras traces its train function at the first step
-    (tf.summary.trace_on, as keras.callbacks.TensorBoard did before Keras 3.7 dropped it), so it costs no
-    trace of its own; docs/tensorboard.md has its cost. `close` ends a recording a failed step left on."""
+def has_op_graph(run_dir):
+    """Whether run_dir's own event files hold an op graph (a GraphDef) already."""
+    return event_accumulator.EventAccumulator(str(run_dir)).Reload().Tags()[event_accumulator.GRAPH]
 
-    def __init__(self, run_dir):
-        super().__init__()
-        self.run_dir, self.tracing = Path(run_dir), False
-        self.done = has_graph(run_dir, graph_metadata.PLUGIN_NAME_RUN_METADATA_WITH_GRAPH)
 
-    def on_train_batch_begin(self, batch, logs=None):
-        if not self.done:
-            tf.summary.trace_on(graph=True, profiler=False)
-            self.tracing = self.done = True
+def write_op_graph(run_dir, model, sample_batch):
+    """The op graph of one training step (forward pass, loss, gradients, optimizer update) for the
+    Graphs tab, once per run folder: the model's train_step traced, not run, on inputs shaped like
+    sample_batch (x, y), with the model built, its optimizer and metrics too (trial.Backup builds
+    them): tracing creates no variable and changes no value. Keras 3 writes no op graph
+    (keras.callbacks.TensorBoard lost it in 3.7), and a tf.summary.trace_on record of Keras' own
+    first step holds every small function that step runs (IteratorGetNext, Optional...), each shown
+    as a graph of its own. docs/tensorboard.md has the cost (a fraction of a second, under 100 KB)."""
+    if has_op_graph(run_dir):
+        return
+    specs = [tf.TensorSpec((None, *part.shape[1:]), part.dtype) for part in sample_batch]
 
-    def on_train_batch_end(self, batch, logs=None):
-        if self.tracing:
-            self.tracing = False
-            with writing(f"cannot write the op graph in {self.run_dir}", tf.errors.OpError):
-                writer = tf.summary.create_file_writer(str(self.run_dir))
-                with writer.as_default():
-                    tf.summary.trace_export(OP_GRAPH_TAG, step=0)
-                writer.close()
+    def train_step(x, y):
+        return model.train_step((x, y))
 
-    def close(self):
-        if self.tracing:
-            tf.summary.trace_off()
-            self.tracing = False
+    graph = tf.function(train_step, autograph=False).get_concrete_function(*specs).graph
+    with writing(f"cannot write the op graph in {run_dir}", tf.errors.OpError):
+        writer = tf.summary.create_file_writer(str(run_dir))
+        with writer.as_default():
+            tf.summary.graph(graph)
+        writer.close()

@@ -43,7 +43,7 @@ from hparam_sweep.common import (BACKUP_MINUTES, CLASS_DIRS, RunStopped, keep_cl
 from hparam_sweep.model import inference_model
 from hparam_sweep.modelfile import build_model
 from hparam_sweep.naming import TRIAL_FILE, trial_name  # noqa: F401 - trial.trial_name: a grid trial's name
-from hparam_sweep.runlog import HISTORY_FILE, EpochLog, OpGraph, read_history, write_graph, write_session
+from hparam_sweep.runlog import HISTORY_FILE, EpochLog, read_history, write_graph, write_op_graph, write_session
 
 MODEL_FILE = "model.keras"  # a fully trained trial's model, as best_model.keras holds it
 BACKUP_DIR = "backup"
@@ -222,6 +222,10 @@ def fit(values, settings, data, run_dir, epochs, verbose="auto", backup_minutes=
     """
     start = time.monotonic()
     train_set, val_set = data
+    # Keras names layers and weights from process-wide counters (the second model a process builds is
+    # sequential_1): reset, every trial's weights have the same names, and so the same histogram tags,
+    # in whichever process trains or resumes it.
+    keras.backend.clear_session()
     # Set per trial: keras.backend.clear_session() between trials resets the dtype policy.
     keras.mixed_precision.set_global_policy("mixed_float16" if settings.mixed_precision else "float32")
     keras.utils.set_random_seed(settings.seed)  # same seed, same initial weights and dropout masks
@@ -230,10 +234,11 @@ def fit(values, settings, data, run_dir, epochs, verbose="auto", backup_minutes=
     write_graph(run_dir, model)
     validation = pipeline.validation_dataset(val_set, settings.batch_size)
     steps = settings.steps_per_epoch
-    backup = Backup(model, run_dir, steps, backup_minutes, next(iter(validation)), start,
+    sample_batch = next(iter(validation))
+    backup = Backup(model, run_dir, steps, backup_minutes, sample_batch, start,
                     lambda rows: stopped_early_at(settings, rows), histograms)
+    write_op_graph(run_dir, model, sample_batch)  # after Backup, which builds the optimizer and metrics
     resumed_from = int(backup.step)
-    op_graph = OpGraph(run_dir)
     try:
         # A backup that holds the epoch early stopping ended at (killed before trial.json said so) trains no more.
         while (int(backup.step) < epochs * steps and not model.stop_training
@@ -247,14 +252,12 @@ def fit(values, settings, data, run_dir, epochs, verbose="auto", backup_minutes=
                 initial_epoch=epoch,
                 epochs=epoch + 1 if done else epochs,
                 validation_data=validation,
-                # In this order: no backup of a NaN step; the op graph written before the first step's backup.
-                callbacks=[keras.callbacks.TerminateOnNaN(), op_graph, backup],
+                callbacks=[keras.callbacks.TerminateOnNaN(), backup],  # in this order: no backup of a NaN step
                 shuffle=False,  # train_dataset shuffles, seeded
                 verbose=verbose,
             )
     finally:
         backup.close()
-        op_graph.close()
     # A backup can be ahead of `epochs`: a halving trial promoted past a rung, killed, and asked for
     # that rung again on the rerun. Its metrics are those of epoch `epochs`, as the rung was decided.
     history = backup.rows()[:epochs]

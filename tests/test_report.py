@@ -32,7 +32,7 @@ def test_the_chosen_model_and_the_summary_are_runs_of_their_own(tmp_path, tensor
     graphs = api.get("plugin/graphs/info")
     assert {run for run, info in graphs.items() if info["tags"].get("keras", {}).get("conceptual_graph")} == {
         g["name"] for g in groups}  # every trial's model in the Graphs tab, nothing else there
-    assert {run for run, info in graphs.items() if info["tags"].get("train_step", {}).get("op_graph")} == {
+    assert {run for run, info in graphs.items() if info["run_graph"]} == {
         g["name"] for g in groups}  # and the op graph of its training step
 
     images = api.get("plugin/images/tags")

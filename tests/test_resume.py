@@ -194,8 +194,13 @@ def test_a_trial_killed_anywhere_ends_bit_identical_to_an_uninterrupted_one(data
     record = json.loads((logdir / name / trial.TRIAL_FILE).read_text())
     assert record["attempts"] == 6 and record["resumed_from_step"] > 0
     assert trial_outcome(logdir / name) == expected  # exact, not approximate
-    for plugin in (graph_metadata.PLUGIN_NAME_KERAS_MODEL, graph_metadata.PLUGIN_NAME_RUN_METADATA_WITH_GRAPH):
-        assert [len(points) for points in runlog.read_tensors(logdir / name, plugin).values()] == [1], plugin
+    import tensorflow as tf
+
+    # One Keras graph and one op graph, however often the trial started.
+    graphs = runlog.read_tensors(logdir / name, graph_metadata.PLUGIN_NAME_KERAS_MODEL)
+    assert [len(points) for points in graphs.values()] == [1]
+    events = [e for f in (logdir / name).glob("events.out.tfevents*") for e in tf.compat.v1.train.summary_iterator(str(f))]
+    assert len([e for e in events if e.HasField("graph_def")]) == 1
 
     # The control: the comparison tells runs apart; another seed (other initial weights, data order,
     # augmentation and dropout) ends elsewhere.

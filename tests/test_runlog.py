@@ -82,3 +82,21 @@ def test_no_histograms_logs_no_weights_and_changes_no_result(dataset, tmp_path, 
     capsys.readouterr()
     assert train.main(argv) == 0
     assert "Reusing 1 finished trial(s)" in capsys.readouterr().out
+
+
+def test_a_trials_histogram_tags_do_not_depend_on_what_its_process_built_before(dataset, tmp_path):
+    """Keras names weights from process-wide counters; a trial resumed in a process that had built
+    other models first (a Ray worker, a rerun in a long-lived Python) must log under the same tags."""
+    import keras
+
+    from hparam_sweep import pipeline, runlog
+    from test_trial import VALUES, settings
+
+    data = pipeline.load_data(dataset, 24)
+    tags = []
+    for run in ("first", "after-other-models"):
+        keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])  # takes the names sequential, dense ...
+        keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])  # ... then sequential_1, dense_1
+        assert trial.run(VALUES, settings(dataset, epochs=1), data, tmp_path / run, verbose=0)["status"] == "success"
+        tags.append(sorted(runlog.read_weight_histograms(tmp_path / run)))
+    assert tags[0] == tags[1] and len(tags[0]) == 8 and all(t.startswith("sequential/") for t in tags[0])
