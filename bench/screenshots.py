@@ -12,10 +12,11 @@ also on an error. Chromium is installed with apt-get when it is missing (as root
 Chromium is driven through its DevTools protocol over --remote-debugging-pipe (JSON on two file
 descriptors: the standard library is enough), not `chromium --screenshot URL`, because the Graphs
 tab needs clicks: once its run list arrives it goes back to its first run, whatever the URL says
-(#graphs&run=RUN), and a tag holds one kind of graph (a trial's `keras` tag its conceptual graph,
-its `train_step` tag the op graph of its training step). So the tool picks the run in the Run menu
-and the tag in the Tag menu, then the graph type that tag has, and opens the conceptual graph's
-model node so that its layers show: one PNG per tag of that run (graphs-TAG.png). Each tab is photographed
+(#graphs&run=RUN), and each entry of its Tag menu holds one kind of graph (a trial's run graph,
+"Default", the op graph of a training step; its `keras` tag the model's conceptual graph). So the
+tool picks the run in the Run menu and the entry in the Tag menu, then the graph type that entry
+has, and opens the top-level nodes so that the layers show: graphs-op.png for the run graph and
+graphs-TAG.png for each tag of that run. Each tab is photographed
 once its page has loaded and no data request (XHR, fetch, image) has been in flight for QUIET_S seconds.
 """
 
@@ -289,8 +290,9 @@ def main(argv=None):
                 shots = [(out / f"{tab}.png", tab, None, None)]
                 if tab == "graphs":  # each graph of the first run, in TensorBoard's order, with one
                     run = next(name for name in get_json(url + "/data/runs") if name in data)
-                    shots = [(out / f"graphs-{tag}.png", f"graphs&run={urllib.parse.quote(run)}", SHOW_GRAPH,
-                              [run, tag]) for tag in sorted(data[run]["tags"])]
+                    entries = [("op", "Default")] * data[run]["run_graph"] + [(t, t) for t in sorted(data[run]["tags"])]
+                    shots = [(out / f"graphs-{name}.png", f"graphs&run={urllib.parse.quote(run)}", SHOW_GRAPH,
+                              [run, entry]) for name, entry in entries]
                 for png, fragment, script, argument in shots:
                     browser.screenshot(f"{url}/#{fragment}", png, script, argument)
                     print(png, flush=True)

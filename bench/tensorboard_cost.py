@@ -99,6 +99,7 @@ def in_process(size, args, tmp):
     graph = {"seconds": round(time.perf_counter() - start, 4), "bytes": folder_bytes(tmp / f"graph-{size}")}
     model.optimizer.build(model.trainable_variables)  # as trial.Backup builds them before write_op_graph
     model.compute_metrics(x, y, model(x, training=False))
+    (tmp / f"op-graph-{size}").mkdir()
     start = time.perf_counter()
     runlog.write_op_graph(tmp / f"op-graph-{size}", model, (x, y))
     op_graph = {"seconds": round(time.perf_counter() - start, 4), "bytes": folder_bytes(tmp / f"op-graph-{size}")}
