@@ -11,7 +11,8 @@ train.py as arguments):
     experiment.py  the logdir: settings check, lock, results.csv, halving.json, best_model.keras
     evaluate.py    the chosen model's one test score
     report.py      the experiment's own runs: the chosen model on the test split, the summary text
-    trial.py       one trial in its run folder: train, back up, resume, record
+    trial.py       one trial in its run folder: train, resume, record
+    backup.py      a trial's training state, backed up every few minutes and at each epoch end
     runlog.py      what a run folder holds for TensorBoard: history.csv, curves, histograms, session, graphs
     modelfile.py   the model a trial trains: the CNN or --model-file's build_model, checked before the sweep
     model.py       build_model: the CNN, its compile and the kept inference model; a model file's contract
