@@ -15,8 +15,8 @@ tab needs clicks: once its run list arrives it goes back to its first run, whate
 (#graphs&run=RUN), and each entry of its Tag menu holds one kind of graph (a trial's run graph,
 "Default", the op graph of a training step; its `keras` tag the model's conceptual graph). So the
 tool picks the run in the Run menu and the entry in the Tag menu, then the graph type that entry
-has, and opens the top-level nodes so that the layers show: graphs-op.png for the run graph and
-graphs-TAG.png for each tag of that run. Each tab is photographed
+has, and in a conceptual graph opens the model's node so that its layers show: graphs-op.png for
+the run graph and graphs-TAG.png for each tag of that run. Each tab is photographed
 once its page has loaded and no data request (XHR, fetch, image) has been in flight for QUIET_S seconds.
 """
 
@@ -80,6 +80,7 @@ SHOW_GRAPH = """async ([run, tag]) => {
   const scene = await until(() => { const s = deep('tf-graph-scene'); return s?.shadowRoot.querySelector('g.node') && s; },
                             'graph');
   const drawn = scene.shadowRoot.querySelectorAll('g.node').length;
+  if (!conceptual.checked) return;  // an op graph shows its top-level scopes (the model, gradients, optimizer)
   // Open each top-level group (a Sequential model is one) so that its layers show.
   const groups = scene.shadowRoot.querySelectorAll('#root > .scene > .core > .nodes > .meta > .nodeshape > .buttoncontainer');
   groups.forEach(b => b.dispatchEvent(new MouseEvent('click', {bubbles: true})));
@@ -210,6 +211,8 @@ class Chromium:
         raw, self.buffer = self.buffer.split(b"\0", 1)
         message = json.loads(raw)
         method, params = message.get("method"), message.get("params", {})
+        if message.get("sessionId", self.session) != self.session:
+            return message  # a tab closed before: its late requests never finish, and are not this page's
         if method == "Page.loadEventFired":
             self.loaded = True
         elif method == "Network.requestWillBeSent" and params.get("type") in DATA_REQUESTS:
