@@ -77,6 +77,11 @@ SHOW_GRAPH = """async ([run, tag]) => {
   const op = deep('paper-radio-button[name=op_graph]'), conceptual = deep('paper-radio-button[name=conceptual_graph]');
   if (op.disabled && !conceptual.disabled && !conceptual.checked) conceptual.click();
   if (!op.disabled && !op.checked) op.click();
+  // The graph picked loads behind a progress bar (the board's progress, 100 when done); the one shown
+  // before stays on screen until then.
+  const board = deep('tf-graph-board'), done = () => (board.progress?.value ?? 100) >= 100;
+  for (let t = 0; t < 30 && done(); t++) await new Promise(r => setTimeout(r, 100));
+  await until(done, 'end to its loading');
   const scene = await until(() => { const s = deep('tf-graph-scene'); return s?.shadowRoot.querySelector('g.node') && s; },
                             'graph');
   const drawn = scene.shadowRoot.querySelectorAll('g.node').length;
