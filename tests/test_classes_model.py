@@ -18,7 +18,7 @@ from test_train import FAST
 import data_split
 import predict
 import train
-from hparam_sweep import evaluate, experiment, loop, pipeline, trial
+from hparam_sweep import evaluate, experiment, loop, pipeline, report, trial
 from hparam_sweep.common import CLASSES_ENTRY, UsageError
 
 FLOWERS = ("daisy", "roses", "tulips")  # sorted: the order of the model's outputs
@@ -55,8 +55,11 @@ def test_three_classes_from_class_folders_to_predicted_names(tmp_path, tensorboa
     [name] = [p.parent.name for p in logdir.glob(f"*/{trial.TRIAL_FILE}")]
     assert trial.load(logdir / name)["settings"]["classes"] == list(FLOWERS)
 
-    [group] = tensorboard(logdir).wait_for(1)
+    api = tensorboard(logdir)
+    [group] = api.wait_for(1)
     assert group["name"] == name and group["sessions"][0]["status"] == "STATUS_SUCCESS"
+    api.wait_for_plugins(["pr_curves"])  # the chosen model's PR curve for each class against the rest
+    assert sorted(api.get("plugin/pr_curves/tags")[report.CHOSEN_RUN]) == [f"{c}/pr_curves" for c in sorted(FLOWERS)]
 
     # The test score, with each class's accuracy and the confusion counts, in test_score.json and on the console.
     score = json.loads((logdir / evaluate.SCORE_FILE).read_text())
