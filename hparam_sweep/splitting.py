@@ -427,12 +427,12 @@ def _build(config: Config, stack: contextlib.ExitStack, log: Callable[[str], Non
 
 def prepare_demo(dest: Path, **drawing) -> Path:
     """Draw the synthetic demo set (hparam_sweep/demo.py's draw_demo_source, given `drawing`) and
-    split it into dest like real data, into train/ and validation/ only (the demo only shows the
-    search running); return dest. A repeat call is a quick no-op."""
+    split it into dest like real data, test/ included (so the demo ends with a test score and the
+    chosen model's run in TensorBoard); return dest. A repeat call is a quick no-op."""
     from hparam_sweep import demo  # NumPy: not for --help or a real split
 
     dest = Path(dest).expanduser().resolve()
     source = demo.draw_demo_source(dest, **drawing)
     previous = read_json(dest / SPLIT_JSON) or {}
-    run_split(Config(source=source, dest=dest, test_fraction=0, force=previous.get("source") == str(source)))
+    run_split(Config(source=source, dest=dest, force=previous.get("source") == str(source)))
     return dest

@@ -25,6 +25,7 @@ def test_demo_set_is_split_like_real_data_and_its_classes_differ(tmp_path, capsy
     assert Image.open(raw / "dog.3.jpg").size == (32, 32) and Image.open(raw / "dog.3.jpg").mode == "RGB"
     rows = read_csv(dest / data_split.MANIFEST)
     assert len(rows) == 80 and sum(r["split"] == "validation" for r in rows) == 16
+    assert sum(r["split"] == data_split.TEST_SPLIT for r in rows) == 8  # so the demo ends with a test score
     before = snapshot(tmp_path)
     assert data_split.prepare_demo(dest, images_per_class=40, size=32) == dest.resolve()
     assert "nothing to do" in capsys.readouterr().out
